@@ -1,0 +1,1 @@
+//! Configuration: the YAML file, CLI overrides and validation.

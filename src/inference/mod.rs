@@ -1,0 +1,1 @@
+//! Inference: ONNX Runtime backend, preprocessing, the detector+classifier pipeline.

@@ -1,0 +1,1 @@
+//! Model store: the model and image folders, name confinement, listing.

@@ -1,0 +1,1 @@
+//! Wire protocol: framing, hex literals, request/response messages, error codes.

@@ -1,0 +1,1 @@
+//! The reactor: one mio event loop and the per-peer state machines.
