@@ -2,12 +2,15 @@
 //!
 //! The data path (see `docs/ARCHITECTURE.md`):
 //! one `mio` reactor thread ([`reactor`]) frames bytes into requests ([`protocol`]),
-//! hands real work (inference, model loads, directory scans) to a `rayon` pool
-//! ([`inference`], [`models`]) and gets results back through a channel plus a
-//! `mio::Waker`. [`config`] owns the YAML file and the CLI overrides.
+//! hands real work (inference, model loads, directory scans, downloads) to a
+//! `rayon` pool ([`inference`], [`models`], [`download`]) and gets results back
+//! through a channel plus a `mio::Waker`. [`config`] owns the YAML file and the
+//! CLI overrides; [`paths`] decides which client-supplied names may be used.
 
 pub mod config;
+pub mod download;
 pub mod inference;
 pub mod models;
+pub mod paths;
 pub mod protocol;
 pub mod reactor;
