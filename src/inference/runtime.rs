@@ -85,8 +85,9 @@ pub fn init_runtime(override_path: Option<&Path>) -> Result<PathBuf, RuntimeErro
         .with_telemetry(false)
         .build()
         .map_err(|e| load_err(e.to_string()))?;
-    let version =
-        version_from_build_info(ort::info()).unwrap_or_else(|| "unknown version".to_owned());
+    let version = version_from_file_name(&path)
+        .or_else(|| version_from_build_info(ort::info()))
+        .unwrap_or_else(|| "(unknown version)".to_owned());
     let rt = RUNTIME.get_or_init(|| Runtime { path, env, version });
     Ok(rt.path.clone())
 }
@@ -115,6 +116,14 @@ pub fn loaded_path() -> Option<&'static Path> {
     RUNTIME.get().map(|rt| rt.path.as_path())
 }
 
+/// `libonnxruntime.so.1.31.1` → `1.31.1` (the path is canonical, so a versionless
+/// symlink has already been resolved to the real file).
+fn version_from_file_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let v = name.strip_prefix("libonnxruntime.so.")?;
+    (!v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.')).then(|| v.to_owned())
+}
+
 /// Pulls `1.31.1` out of ONNX Runtime's build info (`... git-branch=rel-1.31.1, ...`).
 fn version_from_build_info(info: &str) -> Option<String> {
     let start = info.find("rel-")? + 4;
@@ -135,6 +144,12 @@ mod tests {
         let info = "ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc, build type=Release";
         assert_eq!(version_from_build_info(info).as_deref(), Some("1.31.1"));
         assert_eq!(version_from_build_info("nothing"), None);
+        let p = Path::new("/x/.ort/libonnxruntime.so.1.31.1");
+        assert_eq!(version_from_file_name(p).as_deref(), Some("1.31.1"));
+        assert_eq!(
+            version_from_file_name(Path::new("/usr/lib/libonnxruntime.so")),
+            None
+        );
     }
 
     #[test]
