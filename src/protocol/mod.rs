@@ -23,3 +23,6 @@ pub use hexlit::rewrite_hex_literals;
 pub use message::{
     encode_error, encode_response, parse_request, BadRequest, Item, ParseError, Request,
 };
+
+#[cfg(test)]
+mod proptests;
