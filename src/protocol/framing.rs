@@ -10,6 +10,8 @@ use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
 
+use super::scan::find_quote_or_backslash;
+
 /// Length of the header of [`Framing::BinaryLength`].
 pub const BINARY_HEADER_LEN: usize = 4;
 /// Length of the header of [`Framing::DecimalHeader`].
@@ -373,7 +375,7 @@ impl Framer {
                 i += 1;
             } else if in_string {
                 let rest = window.get(i..).unwrap_or_default();
-                match rest.iter().position(|&c| c == b'"' || c == b'\\') {
+                match find_quote_or_backslash(rest) {
                     None => i = end,
                     Some(off) => {
                         if rest.get(off) == Some(&b'"') {
@@ -888,6 +890,13 @@ mod tests {
             let got = feed(FramingMode::Auto, &wire, 1).unwrap();
             assert_eq!(got, vec![b"{\"cmd\":35}".to_vec(), b"{}".to_vec()]);
         }
+    }
+
+    #[test]
+    fn framer_is_small() {
+        // One per connection; SPEC §5 budgets 4 KiB per idle connection in all.
+        let size = std::mem::size_of::<Framer>();
+        assert!(size <= 128, "Framer is {size} bytes");
     }
 
     #[test]

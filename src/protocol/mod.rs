@@ -13,6 +13,7 @@ pub mod codes;
 pub mod framing;
 pub mod hexlit;
 pub mod message;
+mod scan;
 
 pub use codes::{Command, ErrorCode};
 pub use framing::{
