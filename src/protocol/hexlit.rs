@@ -146,8 +146,8 @@ fn push_decimal(out: &mut String, mut v: u64) {
             break;
         }
     }
-    for &d in &tmp[n..] {
-        out.push(char::from(d));
+    if let Some(Ok(digits)) = tmp.get(n..).map(std::str::from_utf8) {
+        out.push_str(digits);
     }
 }
 

@@ -16,6 +16,16 @@ fn feed_chunked(
     input: &[u8],
     sizes: &[usize],
 ) -> Result<Vec<Vec<u8>>, FrameError> {
+    feed_chunked_discarding(mode, input, sizes, false)
+}
+
+/// Like [`feed_chunked`]; with `discard`, also drops skipped whitespace after each chunk.
+fn feed_chunked_discarding(
+    mode: FramingMode,
+    input: &[u8],
+    sizes: &[usize],
+    discard: bool,
+) -> Result<Vec<Vec<u8>>, FrameError> {
     let mut framer = Framer::new(mode, MAX);
     let mut buf = Vec::new();
     let mut out = Vec::new();
@@ -34,6 +44,10 @@ fn feed_chunked(
         while let Some(frame) = framer.next_frame(&buf)? {
             out.push(buf[frame.payload.clone()].to_vec());
             buf.drain(..frame.consumed);
+        }
+        if discard {
+            let n = framer.discard_whitespace();
+            buf.drain(..n);
         }
     }
     Ok(out)
@@ -186,6 +200,7 @@ proptest! {
         let expected: Vec<Vec<u8>> = msgs.into_iter().map(|(_, m)| m).collect();
         for mode in [FramingMode::Auto, FramingMode::Json] {
             prop_assert_eq!(&feed_chunked(mode, &wire, &sizes)?, &expected);
+            prop_assert_eq!(&feed_chunked_discarding(mode, &wire, &sizes, true)?, &expected);
         }
         prop_assert_eq!(&feed_chunked(FramingMode::Auto, &wire, &[wire.len()])?, &expected);
     }
