@@ -90,21 +90,28 @@ fn disconnect_with_inference_in_flight() {
         let mut c = server.client();
         let names: Vec<&str> = vec!["\"normal_01.jpg\""; 50];
         c.send(format!(r#"{{"cmd": 1, "request_data": [{}]}}"#, names.join(",")).as_bytes());
+        // Abortive close (RST), as when a client process dies: the server
+        // must drop the connection and cancel its queued files.
+        socket2::SockRef::from(&c.stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(c);
     }
     // New connections reuse the slab slots; they must get only their own replies.
     for i in 0..20 {
         let mut c = server.client();
-        let v = c.request(&format!(
-            r#"{{"cmd": 0x22, "request_data": null, "id": {i}}}"#
-        ));
+        let v = c.request(&format!(r#"{{"cmd": 0x22, "request_data": null, "id": {i}}}"#));
         assert_eq!(v["id"], json!(i));
         assert_eq!(v["cmd"], json!(0x23));
     }
+    // The 250 abandoned files were cancelled, so new work is not stuck behind them.
     let mut c = server.client();
     let v = c.request(r#"{"cmd": 1, "request_data": ["normal_01.jpg"], "id": "last"}"#);
     assert_eq!(v["id"], json!("last"));
+    assert_eq!(v["response_data"].as_array().unwrap().len(), 1);
     assert_eq!(first_code(&v), 0, "{v}");
+    let status = c.request(r#"{"cmd": 0x40, "request_data": null}"#);
+    assert_eq!(status["response_data"][0]["result"]["open_connections"], json!(1));
 }
 
 #[test]

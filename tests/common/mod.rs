@@ -15,6 +15,14 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where the models and sample images come from: the repo's `models/` and
+/// `samples/`, or `$PEAR_TEST_ASSETS/{models,samples}` when set.
+pub fn assets() -> PathBuf {
+    std::env::var_os("PEAR_TEST_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(repo)
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub child: Child,
@@ -37,10 +45,10 @@ impl TestServer {
         std::fs::create_dir_all(&models).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
         for name in ["pear_classifier.onnx", "pear_detector.onnx"] {
-            std::fs::copy(repo().join("models").join(name), models.join(name))
+            std::fs::copy(assets().join("models").join(name), models.join(name))
                 .map_err(|e| format!("copy {name}: {e}"))?;
         }
-        for entry in std::fs::read_dir(repo().join("samples")).map_err(|e| e.to_string())? {
+        for entry in std::fs::read_dir(assets().join("samples")).map_err(|e| e.to_string())? {
             let entry = entry.map_err(|e| e.to_string())?;
             std::fs::copy(entry.path(), images.join(entry.file_name()))
                 .map_err(|e| e.to_string())?;
