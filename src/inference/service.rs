@@ -334,7 +334,8 @@ impl Inner {
         let hook = self.hook.read().unwrap_or_else(|e| e.into_inner()).clone();
         // Captured before any job starts: a swap from now on affects later batches only.
         let pipeline = self.current();
-        let mut ready: Vec<(Queued, DynamicImage)> = Vec::with_capacity(batch.len());
+        let mut ready: Vec<Queued> = Vec::with_capacity(batch.len());
+        let mut imgs: Vec<DynamicImage> = Vec::with_capacity(batch.len());
         for q in batch {
             if q.job.cancel.is_cancelled() {
                 finish(q, FileOutcome::Cancelled);
@@ -351,7 +352,10 @@ impl Inner {
                 load_image(&q.job)
             }));
             match loaded {
-                Ok(Ok(img)) => ready.push((q, img)),
+                Ok(Ok(img)) => {
+                    ready.push(q);
+                    imgs.push(img);
+                }
                 Ok(Err(outcome)) => finish(q, outcome),
                 Err(p) => finish(
                     q,
@@ -362,7 +366,6 @@ impl Inner {
         if ready.is_empty() {
             return;
         }
-        let imgs: Vec<DynamicImage> = ready.iter().map(|(_, img)| img.clone()).collect();
         let results = match catch_unwind(AssertUnwindSafe(|| pipeline.classify_batch(&imgs))) {
             Ok(r) if r.len() == imgs.len() => r,
             _ => imgs
@@ -376,7 +379,7 @@ impl Inner {
                 .collect(),
         };
         drop(imgs);
-        for ((q, _img), r) in ready.into_iter().zip(results) {
+        for (q, r) in ready.into_iter().zip(results) {
             let outcome = match r {
                 _ if q.submitted.elapsed() > limit => FileOutcome::Timeout,
                 Ok(v) => FileOutcome::Verdict(v),
@@ -402,10 +405,11 @@ fn load_image(job: &ClassifyJob) -> Result<DynamicImage, FileOutcome> {
     let not_found = || FileOutcome::NotFound(format!("{}: not found", job.name));
     let path = crate::paths::resolve_confined(&job.folder, &job.name).map_err(|_| not_found())?;
     let file = std::fs::File::open(&path).map_err(|_| not_found())?;
-    let len = file.metadata().map_err(|_| not_found())?.len();
-    if !path.is_file() {
+    let meta = file.metadata().map_err(|_| not_found())?;
+    if !meta.is_file() {
         return Err(not_found());
     }
+    let len = meta.len();
     if len > MAX_IMAGE_BYTES {
         return Err(FileOutcome::Undecodable(format!(
             "{}: larger than {MAX_IMAGE_BYTES} bytes",
