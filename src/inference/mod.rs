@@ -42,3 +42,9 @@ pub enum InferenceError {
     #[error("panic during inference: {0}")]
     Panic(String),
 }
+
+/// Checks that `path` is a model ONNX Runtime can load (used by 0x20 before a
+/// downloaded file is kept). Builds one session and drops it.
+pub fn check_model_file(path: &std::path::Path) -> Result<(), InferenceError> {
+    session::SessionPool::load(path, 1).map(drop)
+}
