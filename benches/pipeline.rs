@@ -19,7 +19,10 @@ use pear_server::inference::preprocess::{
     IMAGENET_STD,
 };
 use pear_server::inference::service::decode_image;
-use pear_server::inference::{Pipeline, PipelineOptions};
+use pear_server::inference::{
+    CancelSource, ClassifyJob, FileOutcome, InferenceService, Pipeline, PipelineOptions,
+    ServiceConfig,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,8 +41,14 @@ fn models() -> (PathBuf, PathBuf) {
     }
 }
 
+/// `samples/` (JPEG, as shipped) or the parity fixtures (PNG).
 fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(root().join("tests/fixtures/parity").join(name)).expect("fixture image")
+    let dir = if name.ends_with(".png") {
+        "tests/fixtures/parity"
+    } else {
+        "samples"
+    };
+    std::fs::read(root().join(dir).join(name)).expect("sample image")
 }
 
 /// The `image` crate way: resize to a new buffer (Triangle = bilinear), then normalise.
@@ -165,6 +174,68 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// Service throughput: `jobs` files through the queue on a `threads`-thread pool with
+/// `max_batch`, from submit to the last callback (file read + decode included).
+fn service_round(svc: &InferenceService, folder: &std::path::Path, jobs: usize) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let src = CancelSource::new();
+    for i in 0..jobs {
+        let tx = tx.clone();
+        let name = if i % 2 == 0 {
+            "bruise_01.jpg"
+        } else {
+            "normal_01.jpg"
+        };
+        let job = ClassifyJob {
+            folder: folder.to_path_buf(),
+            name: name.to_owned(),
+            cancel: src.token(),
+            done: Box::new(move |o| {
+                let _ = tx.send(o);
+            }),
+        };
+        if svc.submit(job).is_err() {
+            panic!("queue full");
+        }
+    }
+    for _ in 0..jobs {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(FileOutcome::Verdict(_)) => {}
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+}
+
+fn bench_service(c: &mut Criterion) {
+    let (cls_path, det_path) = models();
+    let folder = root().join("samples").canonicalize().expect("samples");
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let jobs = 32;
+    let mut g = c.benchmark_group("service");
+    g.throughput(Throughput::Elements(jobs as u64));
+    for max_batch in [1usize, 8] {
+        let opts = PipelineOptions {
+            sessions: threads,
+            ..PipelineOptions::default()
+        };
+        let pipeline = Pipeline::load(&cls_path, Some(&det_path), &opts).expect("load models");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        let cfg = ServiceConfig {
+            max_batch,
+            ..ServiceConfig::default()
+        };
+        let svc = InferenceService::with_pool(cfg, pipeline, std::sync::Arc::new(pool));
+        g.bench_function(
+            BenchmarkId::new(format!("{threads}threads_max_batch"), max_batch),
+            |b| b.iter(|| service_round(&svc, &folder, jobs)),
+        );
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -172,5 +243,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = bench }
+criterion_group! { name = benches; config = config(); targets = bench, bench_service }
 criterion_main!(benches);

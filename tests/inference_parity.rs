@@ -35,12 +35,38 @@ fn references() -> Vec<PathBuf> {
     v
 }
 
+/// FNV-1a 64 (same as make_reference.py), to tell "the model changed" from "we differ".
+fn fnv1a64(path: &Path) -> String {
+    let bytes = std::fs::read(path).expect("read model");
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
 fn check(reference: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(reference).expect("read reference");
     let r: Value = serde_json::from_str(&text).expect("reference json");
     let path = |k: &str| r[k].as_str().map(|p| root().join(p));
     let classifier = path("classifier").expect("classifier path");
     let detector = path("detector");
+    for (model, key) in [
+        (Some(&classifier), "classifier_fnv1a64"),
+        (detector.as_ref(), "detector_fnv1a64"),
+    ] {
+        if let (Some(m), Some(want)) = (model, r[key].as_str()) {
+            assert_eq!(
+                fnv1a64(m),
+                want,
+                "{} changed since {} was written; regenerate it with:\n{}",
+                m.display(),
+                reference.display(),
+                r["command"]
+                    .as_str()
+                    .unwrap_or("tools/parity/make_reference.py")
+            );
+        }
+    }
     let opts = PipelineOptions {
         confidence_threshold: r["confidence_threshold"].as_f64().expect("conf") as f32,
         iou_threshold: r["iou_threshold"].as_f64().expect("iou") as f32,

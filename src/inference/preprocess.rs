@@ -236,52 +236,43 @@ pub fn resize_normalize_into(
     let cx = Coeffs::new(rw, out_w);
     let cy = Coeffs::new(rh, out_h);
     let raw = src.as_raw();
-    // Only the source rows some output row reads.
-    let row_lo = cy.start[0];
-    let row_hi = (0..out_h)
-        .map(|i| cy.start[i] + cy.len[i])
-        .max()
-        .unwrap_or(row_lo);
-    // Horizontal pass: tmp[(row - row_lo)][x][c].
-    let mut tmp = vec![0f32; (row_hi - row_lo) * out_w * 3];
-    for r in row_lo..row_hi {
-        let src_row = &raw[((ry + r) * sw + rx) * 3..((ry + r) * sw + rx + rw) * 3];
-        let out_row = &mut tmp[(r - row_lo) * out_w * 3..(r - row_lo + 1) * out_w * 3];
+    // Vertical pass first: it runs over whole contiguous rows (vectorises well) and
+    // leaves only `out_h` rows for the strided horizontal pass.
+    let row_len = rw * 3;
+    let mut tmp = vec![0f32; out_h * row_len];
+    for (y, acc) in tmp.chunks_exact_mut(row_len).enumerate() {
+        let (s, n) = (cy.start[y], cy.len[y]);
+        for (k, &w) in cy.weights[y * cy.taps..y * cy.taps + n].iter().enumerate() {
+            let start = ((ry + s + k) * sw + rx) * 3;
+            for (a, &p) in acc.iter_mut().zip(&raw[start..start + row_len]) {
+                *a += f32::from(p) * w;
+            }
+        }
+    }
+    // Horizontal pass, normalise, scatter into the CHW planes.
+    let plane = dst.width * dst.height;
+    for (y, row) in tmp.chunks_exact(row_len).enumerate() {
+        let base = (off_y + y) * dst.width + off_x;
+        let (r_plane, rest) = dst.data.split_at_mut(plane);
+        let (g_plane, b_plane) = rest.split_at_mut(plane);
+        let outs = (
+            &mut r_plane[base..base + out_w],
+            &mut g_plane[base..base + out_w],
+            &mut b_plane[base..base + out_w],
+        );
         for x in 0..out_w {
             let (s, n) = (cx.start[x], cx.len[x]);
             let ws = &cx.weights[x * cx.taps..x * cx.taps + n];
+            let px = &row[s * 3..(s + n) * 3];
             let (mut a, mut b, mut c) = (0f32, 0f32, 0f32);
-            for (k, w) in ws.iter().enumerate() {
-                let p = (s + k) * 3;
-                a += f32::from(src_row[p]) * w;
-                b += f32::from(src_row[p + 1]) * w;
-                c += f32::from(src_row[p + 2]) * w;
+            for (w, p) in ws.iter().zip(px.chunks_exact(3)) {
+                a += p[0] * w;
+                b += p[1] * w;
+                c += p[2] * w;
             }
-            out_row[x * 3] = a;
-            out_row[x * 3 + 1] = b;
-            out_row[x * 3 + 2] = c;
-        }
-    }
-    // Vertical pass, normalise, scatter into the CHW planes.
-    let plane = dst.width * dst.height;
-    let mut acc = vec![0f32; out_w * 3];
-    for y in 0..out_h {
-        let (s, n) = (cy.start[y], cy.len[y]);
-        let ws = &cy.weights[y * cy.taps..y * cy.taps + n];
-        acc.iter_mut().for_each(|v| *v = 0.0);
-        for (k, w) in ws.iter().enumerate() {
-            let row = &tmp[(s + k - row_lo) * out_w * 3..(s + k - row_lo + 1) * out_w * 3];
-            for (a, v) in acc.iter_mut().zip(row) {
-                *a += v * w;
-            }
-        }
-        let base = (off_y + y) * dst.width + off_x;
-        for ch in 0..3 {
-            let out = &mut dst.data[ch * plane + base..ch * plane + base + out_w];
-            let (sc, bi) = (norm.scale[ch], norm.bias[ch]);
-            for (x, o) in out.iter_mut().enumerate() {
-                *o = acc[x * 3 + ch] * sc + bi;
-            }
+            outs.0[x] = a * norm.scale[0] + norm.bias[0];
+            outs.1[x] = b * norm.scale[1] + norm.bias[1];
+            outs.2[x] = c * norm.scale[2] + norm.bias[2];
         }
     }
 }

@@ -6,11 +6,15 @@
 //!   `VecDeque` (full → [`SubmitError::Busy`] hands the job back, the caller answers
 //!   code 5) and spawns one drain task on the pool. Every push is paired with a spawn
 //!   and every task that finds work takes at least one job, so no job is stranded.
-//! - Batching is opportunistic: a drain task takes whatever is queued *now*, up to
-//!   `max_batch`, from every connection. Under load batches form by themselves; an idle
-//!   server answers a lone request without waiting. `batch_delay > 0` additionally lets
-//!   a task that found fewer than `max_batch` jobs wait that long for more (off by
-//!   default: see `src/inference/README.md` for the bench behind that choice).
+//! - Batching is opportunistic: a drain task takes its fair share of what is queued
+//!   *now* (queue length / pool threads, at most `max_batch`), from every connection.
+//!   Under load batches form by themselves; a shallow queue is spread over the workers;
+//!   an idle server answers a lone request without waiting. `batch_delay > 0` lets a
+//!   task wait that long for a fuller batch. Both are off by default (`max_batch` 1,
+//!   no delay): on the shipped models batching did not win in `benches/pipeline.rs`
+//!   (the detector has a fixed batch of 1, and the classifier ran at the same
+//!   per-image cost at batch 8); they pay off for models with a dynamic batch axis
+//!   where batch runs are cheaper per image.
 //! - Per job, on the worker: cancelled before start → `Cancelled`; older than
 //!   `time_limit` → `Timeout`; resolve with `crate::paths::resolve_confined`
 //!   (missing/escaping → `NotFound`); read and decode (→ `Undecodable`). Then the
@@ -58,7 +62,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             queue_capacity: 1024,
-            max_batch: 8,
+            max_batch: 1,
             batch_delay: Duration::ZERO,
             time_limit: Duration::from_secs(30),
         }
@@ -299,13 +303,20 @@ impl Inner {
 
     /// One drain task: take a batch (maybe waiting `batch_delay` for a fuller one), run it.
     fn drain(&self) {
-        let max = self.cfg.max_batch;
+        let workers = match &self.pool {
+            Some(p) => p.current_num_threads(),
+            None => rayon::current_num_threads(),
+        }
+        .max(1);
         let mut batch = Vec::new();
         {
             let mut q = self.lock_queue();
             if q.is_empty() {
                 return;
             }
+            // Take a fair share so a shallow queue is spread over the workers
+            // instead of one worker batching everything while the others idle.
+            let max = self.cfg.max_batch.min(q.len().div_ceil(workers)).max(1);
             let take = |q: &mut VecDeque<Queued>, batch: &mut Vec<Queued>| {
                 let n = (max - batch.len()).min(q.len());
                 batch.extend(q.drain(..n));
@@ -334,7 +345,8 @@ impl Inner {
         let hook = self.hook.read().unwrap_or_else(|e| e.into_inner()).clone();
         // Captured before any job starts: a swap from now on affects later batches only.
         let pipeline = self.current();
-        let mut ready: Vec<(Queued, DynamicImage)> = Vec::with_capacity(batch.len());
+        let mut ready: Vec<Queued> = Vec::with_capacity(batch.len());
+        let mut imgs: Vec<DynamicImage> = Vec::with_capacity(batch.len());
         for q in batch {
             if q.job.cancel.is_cancelled() {
                 finish(q, FileOutcome::Cancelled);
@@ -351,7 +363,10 @@ impl Inner {
                 load_image(&q.job)
             }));
             match loaded {
-                Ok(Ok(img)) => ready.push((q, img)),
+                Ok(Ok(img)) => {
+                    ready.push(q);
+                    imgs.push(img);
+                }
                 Ok(Err(outcome)) => finish(q, outcome),
                 Err(p) => finish(
                     q,
@@ -362,7 +377,6 @@ impl Inner {
         if ready.is_empty() {
             return;
         }
-        let imgs: Vec<DynamicImage> = ready.iter().map(|(_, img)| img.clone()).collect();
         let results = match catch_unwind(AssertUnwindSafe(|| pipeline.classify_batch(&imgs))) {
             Ok(r) if r.len() == imgs.len() => r,
             _ => imgs
@@ -376,7 +390,7 @@ impl Inner {
                 .collect(),
         };
         drop(imgs);
-        for ((q, _img), r) in ready.into_iter().zip(results) {
+        for (q, r) in ready.into_iter().zip(results) {
             let outcome = match r {
                 _ if q.submitted.elapsed() > limit => FileOutcome::Timeout,
                 Ok(v) => FileOutcome::Verdict(v),
@@ -402,10 +416,11 @@ fn load_image(job: &ClassifyJob) -> Result<DynamicImage, FileOutcome> {
     let not_found = || FileOutcome::NotFound(format!("{}: not found", job.name));
     let path = crate::paths::resolve_confined(&job.folder, &job.name).map_err(|_| not_found())?;
     let file = std::fs::File::open(&path).map_err(|_| not_found())?;
-    let len = file.metadata().map_err(|_| not_found())?.len();
-    if !path.is_file() {
+    let meta = file.metadata().map_err(|_| not_found())?;
+    if !meta.is_file() {
         return Err(not_found());
     }
+    let len = meta.len();
     if len > MAX_IMAGE_BYTES {
         return Err(FileOutcome::Undecodable(format!(
             "{}: larger than {MAX_IMAGE_BYTES} bytes",

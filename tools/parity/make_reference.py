@@ -137,6 +137,14 @@ def pixel_box(d, sw, sh):
     return [x1, y1, min(x2, sw), min(y2, sh)]
 
 
+def fnv1a64(path):
+    """FNV-1a 64 of a file: lets the test say clearly when a model changed."""
+    h = 0xCBF29CE484222325
+    for b in Path(path).read_bytes():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--classifier", required=True)
@@ -195,7 +203,14 @@ def main():
         "generator": "tools/parity/make_reference.py",
         "onnxruntime": ort.__version__,
         "classifier": rel(a.classifier),
+        "classifier_fnv1a64": fnv1a64(a.classifier),
         "detector": rel(a.detector) if a.detector else None,
+        "detector_fnv1a64": fnv1a64(a.detector) if a.detector else None,
+        "command": "python tools/parity/make_reference.py " + " ".join(
+            [f"--classifier {rel(a.classifier)}"] + ([f"--detector {rel(a.detector)}"] if a.detector else [])
+            + [f"--conf {a.conf}", f"--iou {a.iou}", f"--img-size {a.img_size}"]
+            + ([f"--classes {a.classes}"] if a.classes else []) + [f"--out {rel(a.out)}"]
+            + [rel(p) for p in a.images]),
         "confidence_threshold": a.conf,
         "iou_threshold": a.iou,
         "img_size": a.img_size,
