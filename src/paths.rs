@@ -97,9 +97,18 @@ mod tests {
     #[test]
     fn lexical_refusals() {
         assert_eq!(check_name(""), Err(NameError::Empty));
-        assert!(matches!(check_name("../x.jpg"), Err(NameError::ParentDir(_))));
-        assert!(matches!(check_name("a/../../x.jpg"), Err(NameError::ParentDir(_))));
-        assert!(matches!(check_name("/etc/passwd.jpg"), Err(NameError::Absolute(_))));
+        assert!(matches!(
+            check_name("../x.jpg"),
+            Err(NameError::ParentDir(_))
+        ));
+        assert!(matches!(
+            check_name("a/../../x.jpg"),
+            Err(NameError::ParentDir(_))
+        ));
+        assert!(matches!(
+            check_name("/etc/passwd.jpg"),
+            Err(NameError::Absolute(_))
+        ));
         assert_eq!(check_name("a\0.jpg"), Err(NameError::Nul));
         assert_eq!(check_name(&"a".repeat(10_000)), Err(NameError::TooLong));
         assert!(check_name("a.jpg").is_ok());
