@@ -10,7 +10,9 @@
 pub mod config;
 pub mod download;
 pub mod inference;
+pub mod logging;
 pub mod models;
 pub mod paths;
 pub mod protocol;
 pub mod reactor;
+pub mod service;

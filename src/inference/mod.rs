@@ -1,1 +1,50 @@
-//! Inference: ONNX Runtime backend, preprocessing, the detector+classifier pipeline.
+//! Inference: owns ONNX Runtime, preprocessing, the detector + classifier pipeline and
+//! the worker-side job queue. Never touches sockets: the reactor submits
+//! [`ClassifyJob`]s and gets each [`FileOutcome`] back through the job's callback.
+//!
+//! - [`runtime`]: finds and loads the ONNX Runtime shared library (`ort` load-dynamic).
+//! - [`preprocess`]: letterbox geometry, the fused resize+normalise into CHW tensors.
+//! - [`detector`], [`classifier`]: the two models, their metadata and output decoding.
+//! - [`pipeline`]: detector → crop → classifier, batched per stage.
+//! - [`service`]: bounded queue, dynamic batching, cancellation, time limit, swap.
+
+pub mod classifier;
+pub mod detector;
+pub mod metadata;
+pub mod pipeline;
+pub mod preprocess;
+pub mod runtime;
+pub mod service;
+mod session;
+
+pub use pipeline::{Analysis, Pipeline, PipelineOptions, Verdict};
+pub use runtime::{init_runtime, RuntimeError};
+pub use service::{
+    CancelSource, CancelToken, ClassifyJob, FileOutcome, InferenceService, ServiceConfig,
+    SubmitError,
+};
+
+/// Why loading or running a model failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InferenceError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot load model {path}: {reason}")]
+    Load { path: String, reason: String },
+    #[error("model {path} is not usable here: {what}")]
+    Incompatible { path: String, what: String },
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error("unexpected model output: {0}")]
+    BadOutput(String),
+    #[error("image has no pixels")]
+    EmptyImage,
+    #[error("panic during inference: {0}")]
+    Panic(String),
+}
+
+/// Checks that `path` is a model ONNX Runtime can load (used by 0x20 before a
+/// downloaded file is kept). Builds one session and drops it.
+pub fn check_model_file(path: &std::path::Path) -> Result<(), InferenceError> {
+    session::SessionPool::load(path, 1).map(drop)
+}

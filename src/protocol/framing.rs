@@ -10,6 +10,8 @@ use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
 
+use super::scan::find_quote_or_backslash;
+
 /// Length of the header of [`Framing::BinaryLength`].
 pub const BINARY_HEADER_LEN: usize = 4;
 /// Length of the header of [`Framing::DecimalHeader`].
@@ -198,6 +200,21 @@ impl Framer {
         self.max_message
     }
 
+    /// Whitespace already skipped in front of the next message (between JSON messages,
+    /// or before a connection's first message). The caller may drop that many bytes from
+    /// the front of its buffer at once (e.g. to free an idle connection's buffer after a
+    /// trailing `\n`) and then passes the shortened buffer; the framer forgets them.
+    /// Returns 0 inside a message, and when nothing was skipped.
+    pub fn discard_whitespace(&mut self) -> usize {
+        match self.state {
+            State::Gap { pos } if self.failed.is_none() => {
+                self.state = State::Gap { pos: 0 };
+                pos
+            }
+            _ => 0,
+        }
+    }
+
     /// Looks at the unconsumed input `buf` (the caller keeps bytes the framer has not
     /// consumed; on the next call `buf` starts with those same bytes, possibly longer).
     ///
@@ -373,7 +390,7 @@ impl Framer {
                 i += 1;
             } else if in_string {
                 let rest = window.get(i..).unwrap_or_default();
-                match rest.iter().position(|&c| c == b'"' || c == b'\\') {
+                match find_quote_or_backslash(rest) {
                     None => i = end,
                     Some(off) => {
                         if rest.get(off) == Some(&b'"') {
@@ -888,6 +905,38 @@ mod tests {
             let got = feed(FramingMode::Auto, &wire, 1).unwrap();
             assert_eq!(got, vec![b"{\"cmd\":35}".to_vec(), b"{}".to_vec()]);
         }
+    }
+
+    #[test]
+    fn whitespace_can_be_discarded_between_messages() {
+        let mut f = Framer::new(FramingMode::Auto, 8);
+        assert_eq!(f.discard_whitespace(), 0);
+        assert_eq!(f.next_frame(b" \n").unwrap(), None);
+        assert_eq!(f.discard_whitespace(), 2);
+        assert_eq!(f.discard_whitespace(), 0);
+        let frame = f.next_frame(b"{}\r\n").unwrap().unwrap();
+        assert_eq!(frame.consumed, 2);
+        assert_eq!(f.next_frame(b"\r\n").unwrap(), None);
+        assert_eq!(f.discard_whitespace(), 2);
+        // Discarding keeps endless whitespace from ever reaching the size limit.
+        for _ in 0..10 {
+            assert_eq!(f.next_frame(b"      ").unwrap(), None);
+            assert_eq!(f.discard_whitespace(), 6);
+        }
+        assert_eq!(f.next_frame(b"{").unwrap(), None);
+        assert_eq!(f.discard_whitespace(), 0);
+        assert_eq!(f.next_frame(b"{}").unwrap().unwrap().payload, 0..2);
+        // Length styles never skip whitespace once detected.
+        let mut f = Framer::new(FramingMode::Auto, 8);
+        assert_eq!(f.next_frame(b"1").unwrap(), None);
+        assert_eq!(f.discard_whitespace(), 0);
+    }
+
+    #[test]
+    fn framer_is_small() {
+        // One per connection; SPEC §5 budgets 4 KiB per idle connection in all.
+        let size = std::mem::size_of::<Framer>();
+        assert!(size <= 128, "Framer is {size} bytes");
     }
 
     #[test]

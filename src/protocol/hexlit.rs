@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 
+use super::scan::skip_string;
+
 /// Bytes that may stand right before or after a number token in JSON.
 fn is_delimiter(b: u8) -> bool {
     matches!(
@@ -132,24 +134,6 @@ pub fn rewrite_hex_literals(src: &str) -> Cow<'_, str> {
     }
 }
 
-/// Returns the index just past the string whose contents start at `i`
-/// (or the input length if the string never closes).
-fn skip_string(bytes: &[u8], mut i: usize) -> usize {
-    loop {
-        let rest = bytes.get(i..).unwrap_or_default();
-        match rest.iter().position(|&c| c == b'"' || c == b'\\') {
-            None => return bytes.len(),
-            Some(off) => {
-                if rest.get(off) == Some(&b'"') {
-                    return i + off + 1;
-                }
-                // Skip the backslash and the byte it escapes.
-                i += off + 2;
-            }
-        }
-    }
-}
-
 /// Appends `v` in decimal without a temporary allocation.
 fn push_decimal(out: &mut String, mut v: u64) {
     let mut tmp = [0u8; 20];
@@ -162,8 +146,8 @@ fn push_decimal(out: &mut String, mut v: u64) {
             break;
         }
     }
-    for &d in &tmp[n..] {
-        out.push(char::from(d));
+    if let Some(Ok(digits)) = tmp.get(n..).map(std::str::from_utf8) {
+        out.push_str(digits);
     }
 }
 

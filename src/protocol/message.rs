@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::codes::{Command, ErrorCode};
 use super::hexlit::rewrite_hex_literals;
+use super::scan::skip_string;
 
 /// A request that has the required shape. `cmd` may still be an unknown command.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,20 +102,7 @@ fn check_depth(bytes: &[u8], limit: usize) -> Result<(), ParseError> {
     while let Some(&b) = bytes.get(i) {
         i += 1;
         match b {
-            b'"' => {
-                // Skip the string, respecting escapes.
-                loop {
-                    let rest = bytes.get(i..).unwrap_or_default();
-                    match rest.iter().position(|&c| c == b'"' || c == b'\\') {
-                        None => return Ok(()),
-                        Some(off) if rest.get(off) == Some(&b'"') => {
-                            i += off + 1;
-                            break;
-                        }
-                        Some(off) => i += off + 2,
-                    }
-                }
-            }
+            b'"' => i = skip_string(bytes, i),
             b'{' | b'[' => {
                 depth += 1;
                 if depth > limit {

@@ -13,6 +13,7 @@ pub mod codes;
 pub mod framing;
 pub mod hexlit;
 pub mod message;
+mod scan;
 
 pub use codes::{Command, ErrorCode};
 pub use framing::{
@@ -23,3 +24,6 @@ pub use hexlit::rewrite_hex_literals;
 pub use message::{
     encode_error, encode_response, parse_request, BadRequest, Item, ParseError, Request,
 };
+
+#[cfg(test)]
+mod proptests;

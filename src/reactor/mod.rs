@@ -1,1 +1,724 @@
-//! The reactor: one mio event loop and the per-peer state machines.
+//! The reactor: one thread, one `mio::Poll`, a `Slab` of [`Peer`]s.
+//!
+//! Owns: accepting connections (with a connection cap and EMFILE back-off),
+//! reading and framing requests, dispatching them through
+//! [`crate::service::Service`], collecting worker results from the completion
+//! channel, writing replies in request order, idle timeouts, and the graceful
+//! stop on SIGINT/SIGTERM.
+//!
+//! Never: blocks, touches the filesystem, or runs a model. Anything that may
+//! block goes to the rayon pool tagged with a [`Ticket`] (slab key +
+//! generation + sequence) and comes back as a [`Completion`].
+//!
+//! Loop shape (after Redis' `ae.c`): wait for events → handle them → handle
+//! completions → flush every peer that has new output → sleep again. WRITABLE
+//! interest is registered only while a peer has output the kernel would not
+//! take.
+
+pub mod completion;
+pub mod peer;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::inference::{ClassifyJob, FileOutcome, SubmitError};
+use crate::protocol::{parse_request, Command, ErrorCode, FrameError, Framer, Item};
+use crate::service::{outcome_item, Action, Service, Work};
+pub use completion::{Completion, Notifier, Part, Ticket};
+use peer::{Peer, Phase};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Read at most this many times from one peer per wake-up, so one fast
+/// client cannot starve the others; the rest waits in the resume queue.
+const READS_PER_TURN: usize = 8;
+/// How often idle connections are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long accepting pauses after EMFILE/ENFILE.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Limits copied out of the config, used on every event.
+#[derive(Debug, Clone)]
+struct Limits {
+    connection_limit: usize,
+    max_message: usize,
+    max_depth: usize,
+    max_in_flight: usize,
+    max_output: usize,
+    idle_timeout: Option<Duration>,
+    shutdown_grace: Duration,
+}
+
+/// Why the reactor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReactorError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("reactor setup failed: {0}")]
+    Setup(#[from] io::Error),
+}
+
+/// A bound server, ready to run. Binding is separate from running so the
+/// caller (and tests) can learn the address, e.g. after binding port 0.
+pub struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    peers: Slab<Peer>,
+    next_generation: u64,
+    completions: Receiver<Completion>,
+    notifier: Notifier,
+    signals: Signals,
+    service: Arc<Service>,
+    limits: Limits,
+    scratch: Vec<u8>,
+    /// Peers with new output to flush before sleeping.
+    dirty: Vec<usize>,
+    /// Peers with more to do without waiting for an event (fairness, resumed reads).
+    resume: VecDeque<usize>,
+    accept_paused_until: Option<Instant>,
+    next_sweep: Instant,
+    drain_deadline: Option<Instant>,
+    rejected_since_log: u64,
+    last_reject_log: Option<Instant>,
+}
+
+/// A handle that stops a running reactor from another thread (tests, embedding).
+#[derive(Clone)]
+pub struct StopHandle(Arc<Waker>, Arc<std::sync::atomic::AtomicBool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.1.store(true, Ordering::Release);
+        let _ = self.0.wake();
+    }
+}
+
+impl Reactor {
+    /// Binds the listener (backlog = `server.max_connections`, as in the
+    /// original) and prepares the loop.
+    pub fn bind(service: Arc<Service>) -> Result<(Reactor, StopHandle), ReactorError> {
+        let cfg = service.config();
+        let host = if cfg.server.host == "localhost" {
+            "127.0.0.1"
+        } else {
+            cfg.server.host.as_str()
+        };
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad host"))?;
+        let addr = SocketAddr::new(ip, cfg.server.port);
+        let std_listener = bind_listener(addr, cfg.server.max_connections)
+            .map_err(|source| ReactorError::Bind { addr, source })?;
+        let mut listener = TcpListener::from_std(std_listener);
+        let local_addr = listener.local_addr()?;
+
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        let notifier = Notifier::new(tx, Arc::clone(&waker));
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+
+        let limits = Limits {
+            connection_limit: cfg.server.connection_limit,
+            max_message: cfg.server.max_message_bytes,
+            max_depth: cfg.server.max_json_depth,
+            max_in_flight: cfg.server.max_inflight_per_connection,
+            max_output: cfg.server.max_output_bytes,
+            idle_timeout: cfg.idle_timeout(),
+            shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_secs),
+        };
+        let scratch = vec![0u8; cfg.server.buffer_size.max(16 * 1024)];
+        let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reactor = Reactor {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            peers: Slab::new(),
+            next_generation: 1,
+            completions: rx,
+            notifier,
+            signals,
+            service,
+            limits,
+            scratch,
+            dirty: Vec::new(),
+            resume: VecDeque::new(),
+            accept_paused_until: None,
+            next_sweep: Instant::now() + SWEEP_EVERY,
+            drain_deadline: None,
+            rejected_since_log: 0,
+            last_reject_log: None,
+        };
+        Ok((reactor, StopHandle(waker, stop_flag)))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Runs until a stop signal (or [`StopHandle::stop`]) and the bounded drain
+    /// that follows. Returns once every owed reply is written or the grace
+    /// period ran out.
+    pub fn run(mut self, stop: StopHandle) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.flush_dirty();
+            if let Some(deadline) = self.drain_deadline {
+                if self.peers.is_empty() {
+                    log::info!("all replies delivered; stopping");
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    log::warn!(
+                        "shutdown grace period over; closing {} connection(s) with replies still owed",
+                        self.peers.len()
+                    );
+                    return Ok(());
+                }
+            }
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {
+                        if stop.1.load(Ordering::Acquire) {
+                            self.begin_drain("stop requested");
+                        }
+                    }
+                    SIGNALS => {
+                        let got: Vec<i32> = self.signals.pending().collect();
+                        if !got.is_empty() {
+                            self.begin_drain("signal received");
+                        }
+                    }
+                    Token(key) => {
+                        if let Some(p) = self.peers.get_mut(key) {
+                            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                                p.readable = true;
+                            }
+                        }
+                        self.drive(key);
+                    }
+                }
+            }
+            self.drain_completions();
+            let resume: Vec<usize> = self.resume.drain(..).collect();
+            for key in resume {
+                self.drive(key);
+            }
+            self.timers();
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if !self.resume.is_empty() {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let mut wake_at = self.next_sweep;
+        if let Some(t) = self.accept_paused_until {
+            wake_at = wake_at.min(t);
+        }
+        if let Some(t) = self.drain_deadline {
+            wake_at = wake_at.min(t);
+        }
+        wake_at.saturating_duration_since(now)
+    }
+
+    fn accept_all(&mut self) {
+        if self.accept_paused_until.is_some() || self.drain_deadline.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, addr)) => self.admit(stream, addr),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_fd_exhaustion(&e) => {
+                    // Out of file descriptors: stop accepting for a moment
+                    // instead of spinning on the same error; existing peers
+                    // keep being served.
+                    log::warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ECONNABORTED and friends concern one connection only.
+                    log::debug!("accept: {e}");
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: mio::net::TcpStream, addr: SocketAddr) {
+        let stats = &self.service.stats;
+        if self.peers.len() >= self.limits.connection_limit {
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            // One best-effort code-5 response; the socket is fresh so the
+            // kernel buffer takes it without blocking.
+            let mut body = Vec::new();
+            crate::protocol::encode_error(
+                ErrorCode::Busy,
+                "server at its connection limit, retry later",
+                None,
+                &mut body,
+            );
+            body.push(b'\n');
+            let _ = io::Write::write(&mut stream, &body);
+            self.log_rejection(addr);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let framer = Framer::new(
+            self.service.config().server.framing,
+            self.limits.max_message,
+        );
+        let entry = self.peers.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), Interest::READABLE)
+        {
+            log::warn!("cannot register connection from {addr}: {e}");
+            return;
+        }
+        entry.insert(Peer::new(stream, addr, generation, framer));
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats
+            .open_connections
+            .store(self.peers.len(), Ordering::Relaxed);
+        log::info!("connection opened: {addr} (open: {})", self.peers.len());
+        // Data may already be waiting (edge-triggered: no event would say so).
+        self.resume.push_back(key);
+    }
+
+    fn log_rejection(&mut self, addr: SocketAddr) {
+        self.rejected_since_log += 1;
+        let now = Instant::now();
+        let due = self
+            .last_reject_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            log::warn!(
+                "connection limit {} reached: closed {} new connection(s) (latest from {addr})",
+                self.limits.connection_limit,
+                self.rejected_since_log
+            );
+            self.rejected_since_log = 0;
+            self.last_reject_log = Some(now);
+        }
+    }
+
+    /// Advances one peer as far as it can go without blocking: frames and
+    /// dispatches buffered requests, reads more while allowed, and closes it
+    /// when it is finished or broken.
+    fn drive(&mut self, key: usize) {
+        let mut reads = 0;
+        loop {
+            self.dispatch_buffered(key);
+            let Some(peer) = self.peers.get_mut(key) else {
+                return;
+            };
+            if !peer.wants_input(self.limits.max_in_flight, self.limits.max_output)
+                || !peer.readable
+            {
+                break;
+            }
+            if reads == READS_PER_TURN {
+                self.resume.push_back(key);
+                break;
+            }
+            reads += 1;
+            match peer.read_some(&mut self.scratch) {
+                Ok(0) => {
+                    peer.phase = Phase::Closing;
+                    peer.readable = false;
+                    peer.close_reason = "closed by client";
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log::debug!("read from {}: {e}", peer.addr);
+                    peer.close_reason = "read error";
+                    self.close(key);
+                    return;
+                }
+            }
+        }
+        self.mark_dirty(key);
+    }
+
+    /// Frames and dispatches the requests already in the peer's input buffer,
+    /// while backpressure allows.
+    fn dispatch_buffered(&mut self, key: usize) {
+        loop {
+            let Some(peer) = self.peers.get_mut(key) else {
+                return;
+            };
+            if !peer.wants_input(self.limits.max_in_flight, self.limits.max_output) {
+                return;
+            }
+            let frame = match peer.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    // Drop whitespace between messages now, so an idle
+                    // connection holds no buffer for a trailing newline.
+                    let skipped = peer.framer.discard_whitespace();
+                    peer.consume_input(skipped);
+                    return;
+                }
+                Err(e) => {
+                    // The stream can no longer be trusted: answer once, then close.
+                    let code = match e {
+                        FrameError::TooLarge { .. } => ErrorCode::InvalidMessage,
+                        _ => ErrorCode::InvalidMessage,
+                    };
+                    log::debug!("{}: framing error: {e}", peer.addr);
+                    peer.reply_error(code, &e.to_string(), None);
+                    peer.phase = Phase::Closing;
+                    peer.close_reason = "framing error";
+                    peer.consume_input(peer.input().len());
+                    return;
+                }
+            };
+            let payload = peer.input()[frame.payload.clone()].to_vec();
+            peer.consume_input(frame.consumed);
+            self.handle_request(key, &payload);
+        }
+    }
+
+    fn handle_request(&mut self, key: usize, payload: &[u8]) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        let stats = &self.service.stats;
+        let request = match parse_request(payload, self.limits.max_depth) {
+            Ok(r) => r,
+            Err(bad) => {
+                log::debug!("{}: bad request: {}", peer.addr, bad.error);
+                peer.reply_error(
+                    ErrorCode::InvalidMessage,
+                    &bad.error.to_string(),
+                    bad.id.as_ref(),
+                );
+                stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let Some(cmd) = Command::from_code(request.cmd) else {
+            peer.reply_error(
+                ErrorCode::NotExistCommand,
+                &format!("unknown command {:#04x}", request.cmd),
+                request.id.as_ref(),
+            );
+            stats.requests_served.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        log::debug!("{}: request {}", peer.addr, cmd.name());
+        let action = match self.service.dispatch(cmd, request.request_data) {
+            Ok(a) => a,
+            Err(refusal) => {
+                peer.reply_error(refusal.code, &refusal.message, request.id.as_ref());
+                stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let rcmd = cmd.response_code();
+        match action {
+            Action::Reply(items) => {
+                peer.reply_now(rcmd, &items, request.id.as_ref());
+                stats.requests_served.fetch_add(1, Ordering::Relaxed);
+            }
+            Action::Cancel => {
+                peer.cancel.cancel_pending();
+                peer.reply_now(rcmd, &[Item::ok(None)], request.id.as_ref());
+                stats.requests_served.fetch_add(1, Ordering::Relaxed);
+            }
+            Action::Work(work) => {
+                let seq = peer.reply_later(rcmd, request.id, 1);
+                let ticket = Ticket {
+                    key,
+                    generation: peer.generation,
+                    seq,
+                };
+                spawn_work(work, ticket, self.notifier.clone());
+            }
+            Action::Classify(names) => {
+                let inference = self.service.inference();
+                if inference.queue_depth() + names.len()
+                    > self.service.config().inference.queue_capacity
+                {
+                    peer.reply_error(
+                        ErrorCode::Busy,
+                        "inference queue full, retry later",
+                        request.id.as_ref(),
+                    );
+                    stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let seq = peer.reply_later(rcmd, request.id, names.len());
+                let ticket = Ticket {
+                    key,
+                    generation: peer.generation,
+                    seq,
+                };
+                let folder = self.service.image_folder();
+                let mut refused = Vec::new();
+                for (index, name) in names.into_iter().enumerate() {
+                    let notifier = self.notifier.clone();
+                    let reply_name = name.clone();
+                    let job = ClassifyJob {
+                        folder: folder.clone(),
+                        name,
+                        cancel: peer.cancel.token(),
+                        done: Box::new(move |outcome: FileOutcome| {
+                            notifier.send(Completion {
+                                ticket,
+                                part: Part::File {
+                                    index,
+                                    item: outcome_item(reply_name, outcome),
+                                },
+                            })
+                        }),
+                    };
+                    if let Err(SubmitError::Busy(job)) = inference.submit(job) {
+                        refused.push((index, job.name));
+                    }
+                }
+                for (index, name) in refused {
+                    let item = Item::failed(
+                        Some(name),
+                        ErrorCode::Busy,
+                        "inference queue full, retry later",
+                    );
+                    self.deliver(ticket, Part::File { index, item });
+                }
+            }
+        }
+    }
+
+    fn drain_completions(&mut self) {
+        self.notifier.clear_wake();
+        while let Ok(c) = self.completions.try_recv() {
+            self.deliver(c.ticket, c.part);
+        }
+    }
+
+    /// Puts a worker result where it belongs, if its peer still exists.
+    fn deliver(&mut self, ticket: Ticket, part: Part) {
+        let Some(peer) = self.peers.get_mut(ticket.key) else {
+            return;
+        };
+        if peer.generation != ticket.generation {
+            return; // The connection closed; this slot now belongs to someone else.
+        }
+        let became_ready = match part {
+            Part::Whole(items) => peer.fill(ticket.seq, None, items),
+            Part::File { index, item } => peer.fill(ticket.seq, Some(index), vec![item]),
+        };
+        if became_ready {
+            self.service
+                .stats
+                .requests_served
+                .fetch_add(1, Ordering::Relaxed);
+            // A reply left the in-flight set: the peer may take more input.
+            self.resume.push_back(ticket.key);
+            self.mark_dirty(ticket.key);
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        self.dirty.push(key);
+    }
+
+    /// Writes every peer with new output (one write per peer per loop turn),
+    /// adjusts WRITABLE interest, and closes the peers that are finished.
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for key in dirty.drain(..) {
+            self.flush_peer(key);
+        }
+        self.dirty = dirty;
+    }
+
+    fn flush_peer(&mut self, key: usize) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        let was_backpressured = peer.pending_output() >= self.limits.max_output;
+        match peer.flush() {
+            Ok(all_written) => {
+                let want_write = !all_written;
+                if want_write != peer.write_interest {
+                    let interest = if want_write {
+                        Interest::READABLE | Interest::WRITABLE
+                    } else {
+                        Interest::READABLE
+                    };
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .reregister(&mut peer.stream, Token(key), interest)
+                    {
+                        log::warn!("reregister {}: {e}", peer.addr);
+                    }
+                    peer.write_interest = want_write;
+                }
+                if peer.finished() {
+                    self.close(key);
+                } else if all_written && was_backpressured {
+                    self.resume.push_back(key);
+                }
+            }
+            Err(e) => {
+                log::debug!("write to {}: {e}", peer.addr);
+                peer.close_reason = "write error";
+                self.close(key);
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if !self.peers.contains(key) {
+            return;
+        }
+        let mut peer = self.peers.remove(key);
+        // Queued inference for this connection would be wasted work.
+        peer.cancel.cancel_pending();
+        let _ = self.poll.registry().deregister(&mut peer.stream);
+        self.service
+            .stats
+            .open_connections
+            .store(self.peers.len(), Ordering::Relaxed);
+        log::info!(
+            "connection closed: {} ({}; open: {})",
+            peer.addr,
+            peer.close_reason,
+            self.peers.len()
+        );
+    }
+
+    fn begin_drain(&mut self, why: &str) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        log::info!(
+            "{why}: no longer accepting; finishing in-flight requests (up to {:?})",
+            self.limits.shutdown_grace
+        );
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.drain_deadline = Some(Instant::now() + self.limits.shutdown_grace);
+        let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(p) = self.peers.get_mut(key) {
+                p.phase = Phase::Closing;
+                p.close_reason = "server shutting down";
+            }
+            self.mark_dirty(key);
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        if self.accept_paused_until.is_some_and(|t| now >= t) {
+            self.accept_paused_until = None;
+            self.accept_all();
+        }
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP_EVERY;
+        let Some(idle) = self.limits.idle_timeout else {
+            return;
+        };
+        let expired: Vec<usize> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.in_flight() == 0 && now.duration_since(p.last_active) >= idle)
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            if let Some(p) = self.peers.get_mut(key) {
+                p.close_reason = "idle timeout";
+            }
+            self.close(key);
+        }
+    }
+}
+
+/// Runs blocking work on the rayon pool; a panic becomes an internal-error
+/// item instead of taking the process down (rayon aborts on panics in spawn).
+fn spawn_work(work: Work, ticket: Ticket, notifier: Notifier) {
+    rayon::spawn(move || {
+        let items = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+            Ok(items) => items,
+            Err(_) => {
+                log::error!("a worker job panicked; answering internal_error");
+                vec![Item::failed(
+                    None,
+                    ErrorCode::InternalError,
+                    "internal error",
+                )]
+            }
+        };
+        notifier.send(Completion {
+            ticket,
+            part: Part::Whole(items),
+        });
+    });
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// A non-blocking listener with the given backlog and SO_REUSEADDR.
+fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}

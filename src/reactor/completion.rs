@@ -1,0 +1,76 @@
+//! The way back from the worker pool to the reactor: a channel of
+//! [`Completion`]s plus one `mio::Waker`.
+//!
+//! Every job is tagged with the peer's slab key *and* its generation, so a reply
+//! for a connection that has closed meanwhile is dropped and can never reach a
+//! newer peer that reuses the same slab slot.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use crate::protocol::Item;
+
+/// Identifies one request of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    /// Slab key of the peer.
+    pub key: usize,
+    /// Generation of the peer (unique per accepted connection).
+    pub generation: u64,
+    /// Sequence number of the request on that connection.
+    pub seq: u64,
+}
+
+/// What a worker produced.
+#[derive(Debug)]
+pub enum Part {
+    /// All items of a request.
+    Whole(Vec<Item>),
+    /// The item for file number `index` of a classify request.
+    File { index: usize, item: Item },
+}
+
+#[derive(Debug)]
+pub struct Completion {
+    pub ticket: Ticket,
+    pub part: Part,
+}
+
+/// Cheap to clone; handed to every job. Sends a completion and wakes the
+/// reactor, coalescing wake-ups: only the first completion after the reactor
+/// last drained the channel writes to the waker.
+#[derive(Clone)]
+pub struct Notifier {
+    tx: Sender<Completion>,
+    waker: Arc<mio::Waker>,
+    wake_pending: Arc<AtomicBool>,
+}
+
+impl Notifier {
+    pub fn new(tx: Sender<Completion>, waker: Arc<mio::Waker>) -> Notifier {
+        Notifier {
+            tx,
+            waker,
+            wake_pending: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn send(&self, completion: Completion) {
+        // The receiver only disappears when the reactor has exited; the reply
+        // then has nobody to go to.
+        if self.tx.send(completion).is_err() {
+            return;
+        }
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake the reactor: {e}");
+            }
+        }
+    }
+
+    /// Called by the reactor before it drains the channel.
+    pub fn clear_wake(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+    }
+}

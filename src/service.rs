@@ -1,0 +1,520 @@
+//! Commands: what each `cmd` of the protocol does, and the state they share
+//! (folders, loaded models, counters, the inference service).
+//!
+//! [`Service::dispatch`] runs on the reactor thread, so it only validates and
+//! decides: it answers from memory ([`Action::Reply`]) or returns the blocking
+//! part as a closure for the worker pool ([`Action::Work`]), or asks the reactor
+//! to queue per-file inference ([`Action::Classify`]). It never touches the disk
+//! or a model itself; everything that does lives inside the returned closures.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::download::{self, DownloadLimits};
+use crate::inference::{FileOutcome, InferenceService, Pipeline, PipelineOptions};
+use crate::models::{self, StoreError};
+use crate::paths;
+use crate::protocol::{Command, ErrorCode, Item};
+
+/// Blocking work for the pool; its items become the response.
+pub type Work = Box<dyn FnOnce() -> Vec<Item> + Send>;
+
+/// What the reactor must do with a request.
+pub enum Action {
+    /// Answer now with these items.
+    Reply(Vec<Item>),
+    /// Run this on the worker pool and answer with its items.
+    Work(Work),
+    /// Queue one inference job per file (names already checked).
+    Classify(Vec<String>),
+    /// Cancel this connection's queued inference, then answer `result` 2.
+    Cancel,
+}
+
+/// A whole-request error response (`cmd: null`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn invalid(message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: ErrorCode::InvalidMessage,
+            message: message.into(),
+        }
+    }
+}
+
+/// Counters the reactor and the status command share.
+#[derive(Debug)]
+pub struct Stats {
+    pub started: Instant,
+    pub open_connections: AtomicUsize,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub requests_served: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            started: Instant::now(),
+            open_connections: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            requests_served: AtomicU64::new(0),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Folders {
+    images: PathBuf,
+    models: PathBuf,
+}
+
+/// The model files currently loaded (canonical paths).
+#[derive(Debug, Clone)]
+struct LoadedModels {
+    classifier: PathBuf,
+    detector: Option<PathBuf>,
+}
+
+/// Shared state behind every command. One per server, behind an `Arc`.
+pub struct Service {
+    config: Config,
+    folders: RwLock<Folders>,
+    loaded: RwLock<LoadedModels>,
+    inference: InferenceService,
+    pipeline_options: PipelineOptions,
+    download_limits: DownloadLimits,
+    pub stats: Stats,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("model.img_path: image folder {0} does not exist or is not a directory")]
+    ImageFolder(String),
+    #[error("model.model_path: {0}")]
+    Model(String),
+}
+
+impl Service {
+    /// Loads the configured models (blocking) and sets up the shared state.
+    pub fn start(config: Config) -> Result<Service, StartError> {
+        let images = config
+            .image_folder()
+            .canonicalize()
+            .ok()
+            .filter(|p| p.is_dir())
+            .ok_or_else(|| StartError::ImageFolder(config.image_folder().display().to_string()))?;
+        let classifier = config.classifier_path();
+        let classifier = classifier
+            .canonicalize()
+            .map_err(|e| StartError::Model(format!("cannot open {}: {e}", classifier.display())))?;
+        let detector = match config.detector_path() {
+            Some(d) => Some(d.canonicalize().map_err(|e| {
+                StartError::Model(format!(
+                    "model.preprocessor_path: cannot open {}: {e}",
+                    d.display()
+                ))
+            })?),
+            None => None,
+        };
+        let models = classifier
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| config.base_dir.clone());
+        let pipeline_options = PipelineOptions {
+            confidence_threshold: config.model.confidence_threshold,
+            iou_threshold: config.model.iou_threshold,
+            img_size: config.model.img_size,
+            classes: config.model.classes.clone(),
+            sessions: config.workers(),
+        };
+        let pipeline = Pipeline::load(&classifier, detector.as_deref(), &pipeline_options)
+            .map_err(|e| StartError::Model(e.to_string()))?;
+        let inference = InferenceService::new(
+            crate::inference::ServiceConfig {
+                queue_capacity: config.inference.queue_capacity,
+                max_batch: config.inference.max_batch,
+                batch_delay: Duration::from_millis(config.inference.batch_delay_ms),
+                time_limit: Duration::from_millis(config.inference.time_limit_ms),
+            },
+            pipeline,
+        );
+        let download_limits = DownloadLimits {
+            max_bytes: config.model.download_max_bytes,
+            timeout: Duration::from_secs(config.model.download_timeout_secs),
+            allow_hosts: config.model.download_allow_hosts.clone(),
+            allow_private: config.model.download_allow_private,
+        };
+        Ok(Service {
+            folders: RwLock::new(Folders { images, models }),
+            loaded: RwLock::new(LoadedModels {
+                classifier,
+                detector,
+            }),
+            inference,
+            pipeline_options,
+            download_limits,
+            stats: Stats::default(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn inference(&self) -> &InferenceService {
+        &self.inference
+    }
+
+    pub fn image_folder(&self) -> PathBuf {
+        read(&self.folders).images
+    }
+
+    pub fn model_folder(&self) -> PathBuf {
+        read(&self.folders).models
+    }
+
+    /// File name of the classifier in use.
+    pub fn current_model(&self) -> String {
+        file_name(&read(&self.loaded).classifier)
+    }
+
+    /// Validates a request and decides how to answer it. Runs on the reactor:
+    /// no disk, no model.
+    pub fn dispatch(
+        self: &Arc<Self>,
+        cmd: Command,
+        data: Option<Vec<Value>>,
+    ) -> Result<Action, Refusal> {
+        match cmd {
+            Command::Classify => self.classify_names(data).map(Action::Classify),
+            Command::StopClassification => no_args(cmd, data).map(|_| Action::Cancel),
+            Command::CurrentModel => {
+                no_args(cmd, data)?;
+                Ok(Action::Reply(vec![Item::ok(Some(self.current_model()))]))
+            }
+            Command::CurrentImageFolder => {
+                no_args(cmd, data)?;
+                Ok(Action::Reply(vec![Item::ok(Some(path_string(
+                    &self.image_folder(),
+                )))]))
+            }
+            Command::ServerStatus => {
+                no_args(cmd, data)?;
+                Ok(Action::Reply(vec![self.status_item()]))
+            }
+            Command::ListModels => {
+                no_args(cmd, data)?;
+                let me = Arc::clone(self);
+                Ok(Action::Work(Box::new(move || me.list_models())))
+            }
+            Command::ChangeModel => {
+                let name = model_name(cmd, data)?;
+                let me = Arc::clone(self);
+                Ok(Action::Work(Box::new(move || vec![me.change_model(&name)])))
+            }
+            Command::DeleteModel => {
+                let name = model_name(cmd, data)?;
+                let me = Arc::clone(self);
+                Ok(Action::Work(Box::new(move || vec![me.delete_model(&name)])))
+            }
+            Command::ChangeImageFolder | Command::ChangeModelFolder => {
+                let path = one_string(cmd, data)?;
+                let me = Arc::clone(self);
+                Ok(Action::Work(Box::new(move || {
+                    vec![me.change_folder(cmd, &path)]
+                })))
+            }
+            Command::DownloadModel => {
+                let url = one_string(cmd, data)?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(Refusal::invalid(
+                        "download needs an http:// or https:// URL",
+                    ));
+                }
+                download::target_name(&url).map_err(|e| Refusal::invalid(e.to_string()))?;
+                let me = Arc::clone(self);
+                Ok(Action::Work(Box::new(move || vec![me.download(&url)])))
+            }
+        }
+    }
+
+    fn classify_names(&self, data: Option<Vec<Value>>) -> Result<Vec<String>, Refusal> {
+        let list = data.ok_or_else(|| Refusal::invalid("classify needs a list of image names"))?;
+        if list.is_empty() {
+            return Err(Refusal::invalid("classify needs at least one image name"));
+        }
+        let limit = self.config.server.max_files_per_request;
+        if list.len() > limit {
+            return Err(Refusal::invalid(format!(
+                "too many files in one request: {} (limit {limit})",
+                list.len()
+            )));
+        }
+        let mut names = Vec::with_capacity(list.len());
+        for v in list {
+            let Value::String(name) = v else {
+                return Err(Refusal::invalid("image names must be strings"));
+            };
+            paths::check_name(&name).map_err(|e| Refusal::invalid(e.to_string()))?;
+            if !is_image_name(&name) {
+                return Err(Refusal::invalid(format!(
+                    "unsupported extension: {name:?} (expected .jpg, .jpeg or .png)"
+                )));
+            }
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    fn status_item(&self) -> Item {
+        let s = &self.stats;
+        let status = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": s.started.elapsed().as_secs_f64(),
+            "open_connections": s.open_connections.load(Ordering::Relaxed),
+            "accepted_connections": s.accepted.load(Ordering::Relaxed),
+            "rejected_connections": s.rejected.load(Ordering::Relaxed),
+            "requests_served": s.requests_served.load(Ordering::Relaxed),
+            "queue_depth": self.inference.queue_depth(),
+            "backend": self.inference.backend(),
+            "current_model": self.current_model(),
+            "image_folder": path_string(&self.image_folder()),
+            "model_folder": path_string(&self.model_folder()),
+        });
+        let mut item = Item::ok(None);
+        item.result = status;
+        item
+    }
+
+    fn list_models(&self) -> Vec<Item> {
+        match models::list_models(&self.model_folder()) {
+            Ok(names) if !names.is_empty() => {
+                names.into_iter().map(|n| Item::ok(Some(n))).collect()
+            }
+            Ok(_) => vec![Item::failed(
+                None,
+                ErrorCode::ResourceNotFound,
+                "no .onnx model in the model folder",
+            )],
+            Err(e) => vec![store_failure(None, e)],
+        }
+    }
+
+    fn change_model(&self, name: &str) -> Item {
+        let path = match models::resolve_model(&self.model_folder(), name) {
+            Ok(p) => p,
+            Err(e) => return store_failure(Some(name), e),
+        };
+        let detector = read(&self.loaded).detector;
+        match Pipeline::load(&path, detector.as_deref(), &self.pipeline_options) {
+            Ok(pipeline) => {
+                self.inference.swap(pipeline);
+                write(&self.loaded).classifier = path;
+                log::info!("model changed to {name}");
+                Item::ok(Some(name.to_owned()))
+            }
+            Err(e) => {
+                log::warn!("model change to {name} failed, keeping the old model: {e}");
+                Item::failed(
+                    Some(name.to_owned()),
+                    ErrorCode::ResourceNotFound,
+                    format!("cannot load {name}: {e}"),
+                )
+            }
+        }
+    }
+
+    fn delete_model(&self, name: &str) -> Item {
+        let loaded = read(&self.loaded);
+        let in_use: Vec<PathBuf> = std::iter::once(loaded.classifier)
+            .chain(loaded.detector)
+            .collect();
+        match models::delete_model(&self.model_folder(), name, &in_use) {
+            Ok(()) => {
+                log::info!("model {name} deleted");
+                Item::ok(Some(name.to_owned()))
+            }
+            Err(e) => store_failure(Some(name), e),
+        }
+    }
+
+    fn change_folder(&self, cmd: Command, path: &str) -> Item {
+        match models::existing_dir(&self.config.base_dir, path) {
+            Ok(real) => {
+                let shown = path_string(&real);
+                let mut folders = write(&self.folders);
+                if cmd == Command::ChangeImageFolder {
+                    folders.images = real;
+                } else {
+                    folders.models = real;
+                }
+                log::info!("{} changed to {shown}", cmd.name());
+                Item::ok(Some(shown))
+            }
+            Err(e) => store_failure(Some(path), e),
+        }
+    }
+
+    fn download(&self, url: &str) -> Item {
+        let validate = |p: &Path| -> Result<(), String> {
+            crate::inference::check_model_file(p).map_err(|e| e.to_string())
+        };
+        match download::download_model(url, &self.model_folder(), &self.download_limits, &validate)
+        {
+            Ok(name) => {
+                log::info!("model downloaded from {url} as {name}");
+                Item::ok(Some(name))
+            }
+            Err(e) => {
+                log::warn!("download of {url} failed: {e}");
+                let code = match e.error_code() {
+                    1 => ErrorCode::InvalidMessage,
+                    4 => ErrorCode::Timeout,
+                    _ => ErrorCode::ResourceNotFound,
+                };
+                let name = download::target_name(url).ok();
+                Item::failed(name, code, e.to_string())
+            }
+        }
+    }
+}
+
+/// The response item for one classified file.
+pub fn outcome_item(name: String, outcome: FileOutcome) -> Item {
+    let (code, message) = match outcome {
+        FileOutcome::Verdict(v) => {
+            let bbox = v.bbox.map_or(Value::Null, |b| json!(b));
+            let mut item = Item::ok(Some(name));
+            item.result = json!(v.class);
+            return item
+                .with("label", Value::String(v.label))
+                .with("confidence", json!(v.confidence))
+                .with("bbox", bbox);
+        }
+        FileOutcome::NotFound(m) => (ErrorCode::ResourceNotFound, m),
+        FileOutcome::Undecodable(m) => (ErrorCode::ResourceNotFound, m),
+        FileOutcome::Timeout => (ErrorCode::Timeout, "timeout".to_owned()),
+        FileOutcome::Cancelled => (ErrorCode::Timeout, "cancelled".to_owned()),
+        FileOutcome::Internal(m) => (ErrorCode::InternalError, m),
+    };
+    let mut item = Item::failed(Some(name), code, message);
+    item.result = Value::Null;
+    item
+}
+
+fn store_failure(name: Option<&str>, e: StoreError) -> Item {
+    let code = match e {
+        StoreError::NotFound(_) => ErrorCode::ResourceNotFound,
+        StoreError::Refused(_) => ErrorCode::InvalidMessage,
+        StoreError::Io(_) => ErrorCode::InternalError,
+    };
+    Item::failed(name.map(str::to_owned), code, e.to_string())
+}
+
+fn is_image_name(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| {
+            ["jpg", "jpeg", "png"]
+                .iter()
+                .any(|x| e.eq_ignore_ascii_case(x))
+        })
+}
+
+fn no_args(cmd: Command, data: Option<Vec<Value>>) -> Result<(), Refusal> {
+    match data {
+        None => Ok(()),
+        Some(v) if v.is_empty() => Ok(()),
+        Some(_) => Err(Refusal::invalid(format!(
+            "{} takes no request_data (null or [])",
+            cmd.name()
+        ))),
+    }
+}
+
+fn one_string(cmd: Command, data: Option<Vec<Value>>) -> Result<String, Refusal> {
+    match data.as_deref() {
+        Some([Value::String(s)]) => Ok(s.clone()),
+        _ => Err(Refusal::invalid(format!(
+            "{} needs request_data with exactly one string",
+            cmd.name()
+        ))),
+    }
+}
+
+fn model_name(cmd: Command, data: Option<Vec<Value>>) -> Result<String, Refusal> {
+    let name = one_string(cmd, data)?;
+    paths::check_name(&name).map_err(|e| Refusal::invalid(e.to_string()))?;
+    if !models::is_model_name(&name) {
+        return Err(Refusal::invalid(format!(
+            "{name:?} is not an .onnx model name"
+        )));
+    }
+    Ok(name)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn path_string(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Poison-tolerant lock helpers: a panicked writer cannot leave these small
+/// records half-written, so the value is still good.
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    match lock.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_extensions() {
+        assert!(is_image_name("a.JPG"));
+        assert!(is_image_name("b.jpeg"));
+        assert!(is_image_name("0x1.png"));
+        assert!(!is_image_name("c.gif"));
+        assert!(!is_image_name("jpg"));
+    }
+
+    #[test]
+    fn argument_shapes() {
+        assert!(no_args(Command::CurrentModel, None).is_ok());
+        assert!(no_args(Command::CurrentModel, Some(vec![])).is_ok());
+        assert!(no_args(Command::CurrentModel, Some(vec![json!("x")])).is_err());
+        assert_eq!(
+            one_string(Command::ChangeModel, Some(vec![json!("m.onnx")])).unwrap(),
+            "m.onnx"
+        );
+        assert!(one_string(Command::ChangeModel, Some(vec![json!(1)])).is_err());
+        assert!(model_name(Command::DeleteModel, Some(vec![json!("../m.onnx")])).is_err());
+        assert!(model_name(Command::DeleteModel, Some(vec![json!("m.txt")])).is_err());
+    }
+}
