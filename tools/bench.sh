@@ -50,7 +50,7 @@ field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,}\"]*\).*/\1/p" | head -n1; }
 # calc EXPR: floating-point arithmetic.
 calc() { awk "BEGIN { printf \"%s\", ($1) }"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-tcp_mem_pages() { awk '/^TCP:/ { for (i = 1; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
+slab_kib() { awk '/^Slab:/ { print $2 }' /proc/meminfo; }
 
 # ---------------------------------------------------------------- setup
 ulimit -n "$(ulimit -Hn)"
@@ -158,7 +158,7 @@ log "P2: $IDLE idle connections + 64 active"
 start_server "$CFG8"
 "$CLIENT" --addr "$SRV_ADDR" model >/dev/null
 RSS0=$(rss_kib "$SRV_PID")
-TCP0=$(tcp_mem_pages)
+SLAB0=$(slab_kib)
 "$BENCH" --addr "$SRV_ADDR" --idle-only --idle "$IDLE" --duration $((DUR * 4 + 120)) \
     >"$WORK/idle.out" 2>"$WORK/idle.err" &
 IDLE_PID=$!
@@ -172,7 +172,7 @@ IDLE_OK=$(field connected <<<"$IDLE_LINE")
 IDLE_MS=$(field open_ms <<<"$IDLE_LINE")
 sleep 1
 RSS1=$(rss_kib "$SRV_PID")
-TCP1=$(tcp_mem_pages)
+SLAB1=$(slab_kib)
 P2RUN=$(run_bench --addr "$SRV_ADDR" --conns 64)
 RSS2=$(rss_kib "$SRV_PID")
 STILL=$(ls "/proc/$SRV_PID/fd" | wc -l)
@@ -181,13 +181,16 @@ stop "$SRV_PID"
 note_cmd "pear-bench --addr $SRV_ADDR --idle-only --idle $IDLE --duration N &   # then:"
 note_cmd "pear-bench --addr $SRV_ADDR --conns 64 --duration $DUR --warmup $WARM"
 PER_IDLE=$(calc "sprintf(\"%.0f\", ($RSS1 - $RSS0) * 1024 / ($IDLE_OK > 0 ? $IDLE_OK : 1))")
-KERNEL_PER=$(calc "sprintf(\"%.0f\", ($TCP1 - $TCP0) * 4096 / ($IDLE_OK > 0 ? $IDLE_OK : 1))")
+KERNEL_PER=$(calc "sprintf(\"%.0f\", ($SLAB1 - $SLAB0) * 1024 / ($IDLE_OK > 0 ? $IDLE_OK : 1))")
 P2="| case | idle held | active p99 (µs) | rps | errors | server RSS before → after (KiB) | RSS per idle conn |
 |---|---:|---:|---:|---:|---:|---:|
 | 1 server, fd cap 20,000 | $IDLE_OK of $IDLE (opened in $IDLE_MS ms; server fds during run: $STILL) | $(field p99_us <<<"$P2RUN") (without idle: ${BASE_P99_64:-?}) | $(calc "sprintf(\"%.0f\", $(field rps <<<"$P2RUN"))") | $(field errors <<<"$P2RUN") | $RSS0 → $RSS1 (after load: $RSS2) | $PER_IDLE B |
 | 100k: several servers sharing the port (SO_REUSEPORT) | not yet: needs server.reactors/SO_REUSEPORT (issue 6) | | | | | |
 
-Kernel TCP buffer memory (not in RSS, /proc/net/sockstat \`TCP mem\`) grew by $((TCP1 - TCP0)) pages, about $KERNEL_PER B per idle connection (both ends of the loopback connection counted)."
+RSS is the server process's own memory (its per-connection state). The kernel's socket
+objects are not in it: machine-wide slab memory (/proc/meminfo \`Slab\`) grew by
+$((SLAB1 - SLAB0)) KiB, about $KERNEL_PER B per idle connection, for both ends of each
+loopback connection (client and server sockets) and anything else the machine did meanwhile."
 
 # ---------------------------------------------------------------- P3
 log "P3: classification images/s"
@@ -273,7 +276,11 @@ Written by \`tools/bench.sh\` (one command; $DUR s cells after $WARM s warm-up).
 Everything runs on loopback on one machine: the load generator, pear-server and
 redis-server share the same cores, so absolute numbers are low and ratios are the point.
 pear-bench is a closed-loop \`mio\` client (one thread here); redis-server is measured
-with the very same client (inline \`PING\\r\\n\`). Targets: \`SPEC.md\` §5.
+with the very same client (inline \`PING\\r\\n\`). pear-server runs the shipped config
+(INFO logging, 2 workers) with absolute paths; redis-server runs without persistence.
+On this 2-core machine, shared with other builds, a cell can move by ±30% between runs:
+read a ratio below about 0.8× or above 1.2× as a real difference, not one in between.
+Targets: \`SPEC.md\` §5.
 
 ## Targets at a glance
 
