@@ -189,7 +189,8 @@ impl Service {
 
     /// File name of the classifier in use.
     pub fn current_model(&self) -> String {
-        file_name(&read(&self.loaded).classifier)
+        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        file_name(&loaded.classifier)
     }
 
     /// Validates a request and decides how to answer it. Runs on the reactor:

@@ -33,7 +33,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::inference::{ClassifyJob, FileOutcome, SubmitError};
-use crate::protocol::{parse_request, Command, ErrorCode, FrameError, Framer, Item};
+use crate::protocol::{parse_request, Command, ErrorCode, Framer, Item};
 use crate::service::{outcome_item, Action, Service, Work};
 pub use completion::{Completion, Notifier, Part, Ticket};
 use peer::{Peer, Phase};
@@ -379,41 +379,45 @@ impl Reactor {
     }
 
     /// Frames and dispatches the requests already in the peer's input buffer,
-    /// while backpressure allows.
+    /// while backpressure allows. Requests are handled in place (the buffer is
+    /// lent out of the peer meanwhile) and the consumed bytes dropped once.
     fn dispatch_buffered(&mut self, key: usize) {
-        loop {
-            let Some(peer) = self.peers.get_mut(key) else {
-                return;
-            };
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        let mut input = peer.take_input();
+        let mut start = 0;
+        while let Some(peer) = self.peers.get_mut(key) {
             if !peer.wants_input(self.limits.max_in_flight, self.limits.max_output) {
-                return;
+                break;
             }
-            let frame = match peer.next_frame() {
-                Ok(Some(frame)) => frame,
+            let rest = input.get(start..).unwrap_or_default();
+            match peer.framer.next_frame(rest) {
+                Ok(Some(frame)) => {
+                    let payload = start + frame.payload.start..start + frame.payload.end;
+                    start += frame.consumed;
+                    self.handle_request(key, input.get(payload).unwrap_or_default());
+                }
                 Ok(None) => {
                     // Drop whitespace between messages now, so an idle
                     // connection holds no buffer for a trailing newline.
-                    let skipped = peer.framer.discard_whitespace();
-                    peer.consume_input(skipped);
-                    return;
+                    start += peer.framer.discard_whitespace();
+                    break;
                 }
                 Err(e) => {
                     // The stream can no longer be trusted: answer once, then close.
-                    let code = match e {
-                        FrameError::TooLarge { .. } => ErrorCode::InvalidMessage,
-                        _ => ErrorCode::InvalidMessage,
-                    };
                     log::debug!("{}: framing error: {e}", peer.addr);
-                    peer.reply_error(code, &e.to_string(), None);
+                    peer.reply_error(ErrorCode::InvalidMessage, &e.to_string(), None);
                     peer.phase = Phase::Closing;
                     peer.close_reason = "framing error";
-                    peer.consume_input(peer.input().len());
-                    return;
+                    start = input.len();
+                    break;
                 }
-            };
-            let payload = peer.input()[frame.payload.clone()].to_vec();
-            peer.consume_input(frame.consumed);
-            self.handle_request(key, &payload);
+            }
+        }
+        if let Some(peer) = self.peers.get_mut(key) {
+            input.drain(..start.min(input.len()));
+            peer.restore_input(input);
         }
     }
 

@@ -15,8 +15,7 @@ use serde_json::Value;
 
 use crate::inference::CancelSource;
 use crate::protocol::{
-    encode_error, encode_frame, encode_response, ErrorCode, Frame, FrameError, Framer, Framing,
-    Item,
+    encode_error, encode_frame_with, encode_response, ErrorCode, Framer, Framing, Item,
 };
 
 /// Where a peer is in its life.
@@ -114,17 +113,18 @@ impl Peer {
         self.phase == Phase::Closing && self.replies.is_empty() && self.pending_output() == 0
     }
 
-    /// The next complete frame in the input buffer, if any.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        self.framer.next_frame(&self.input)
-    }
-
     pub fn input(&self) -> &[u8] {
         &self.input
     }
 
-    pub fn consume_input(&mut self, n: usize) {
-        self.input.drain(..n.min(self.input.len()));
+    /// Lends the input buffer out (so requests can be handled from it while
+    /// the peer is borrowed elsewhere); give it back with [`Peer::restore_input`].
+    pub fn take_input(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.input)
+    }
+
+    pub fn restore_input(&mut self, input: Vec<u8>) {
+        self.input = input;
         if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
             self.input = Vec::new();
         }
@@ -159,23 +159,31 @@ impl Peer {
 
     /// Queues a finished response (items ready now).
     pub fn reply_now(&mut self, cmd: i64, items: &[Item], id: Option<&Value>) {
-        let mut body = Vec::with_capacity(128);
-        encode_response(cmd, items, id, &mut body);
-        self.push_ready(body);
+        self.push_ready(|out| encode_response(cmd, items, id, out));
     }
 
     /// Queues an error response (`cmd: null`).
     pub fn reply_error(&mut self, code: ErrorCode, message: &str, id: Option<&Value>) {
-        let mut body = Vec::with_capacity(128);
-        encode_error(code, message, id, &mut body);
-        self.push_ready(body);
+        self.push_ready(|out| encode_error(code, message, id, out));
     }
 
-    fn push_ready(&mut self, body: Vec<u8>) {
-        let mut framed = Vec::with_capacity(body.len() + 64);
-        encode_frame(self.framing(), &body, &mut framed);
-        self.replies.push_back(Reply::Ready(framed));
-        self.promote();
+    /// Frames a ready reply. When nothing is owed before it (the common case)
+    /// it is encoded straight into the output buffer: no extra allocation or
+    /// copy on the hot path.
+    fn push_ready(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let framing = self.framing();
+        if self.replies.is_empty() {
+            if self.pending_output() == 0 {
+                self.output.clear();
+                self.written = 0;
+            }
+            encode_frame_with(framing, &mut self.output, encode);
+            self.first_seq += 1;
+        } else {
+            let mut framed = Vec::with_capacity(128);
+            encode_frame_with(framing, &mut framed, encode);
+            self.replies.push_back(Reply::Ready(framed));
+        }
     }
 
     /// Reserves a place for a reply that workers will fill with `n` items;
@@ -227,10 +235,10 @@ impl Peer {
             return false;
         }
         let done: Vec<Item> = items.drain(..).flatten().collect();
-        let mut body = Vec::with_capacity(64 + 96 * done.len());
-        encode_response(*cmd, &done, id.as_ref(), &mut body);
-        let mut framed = Vec::with_capacity(body.len() + 64);
-        encode_frame(framing, &body, &mut framed);
+        let mut framed = Vec::with_capacity(64 + 96 * done.len());
+        encode_frame_with(framing, &mut framed, |out| {
+            encode_response(*cmd, &done, id.as_ref(), out)
+        });
         *reply = Reply::Ready(framed);
         self.promote()
     }
