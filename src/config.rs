@@ -187,7 +187,7 @@ impl Default for InferenceSection {
             backend: "onnxruntime".into(),
             ort_library: None,
             queue_capacity: 1024,
-            max_batch: 8,
+            max_batch: 1,
             batch_delay_ms: 0,
             time_limit_ms: 10_000,
         }
