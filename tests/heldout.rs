@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 fn heldout_accuracy_through_the_server() {
     let folder = common::repo().join("tests/fixtures/heldout");
     let labels: BTreeMap<String, String> =
-        serde_json::from_str(&std::fs::read_to_string(folder.join("labels.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(folder.join("labels.json")).unwrap())
+            .unwrap();
     assert!(labels.len() >= 60, "expected about 80 labelled scenes");
     let folder_yaml = serde_json::to_string(&folder.display().to_string()).unwrap();
     let server = TestServer::start(&[("model.img_path", &folder_yaml)]);
@@ -46,7 +47,12 @@ fn heldout_accuracy_through_the_server() {
     let n = labels.len() as f64;
     let accuracy = correct as f64 / n;
     let binary = binary_correct as f64 / n;
-    eprintln!("held-out: accuracy {accuracy:.3}, normal-vs-defect {binary:.3}, errors {confusions:?}");
+    eprintln!(
+        "held-out: accuracy {accuracy:.3}, normal-vs-defect {binary:.3}, errors {confusions:?}"
+    );
     assert!(accuracy >= 0.95, "accuracy {accuracy:.3}: {confusions:?}");
-    assert!(binary >= 0.98, "normal-vs-defect {binary:.3}: {confusions:?}");
+    assert!(
+        binary >= 0.98,
+        "normal-vs-defect {binary:.3}: {confusions:?}"
+    );
 }
