@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use pear_server::config::{Config, Overrides};
-use pear_server::reactor::Reactor;
+use pear_server::reactor::{Reactor, ReactorOptions, StopHandle};
 use pear_server::service::Service;
 
 /// Pear defect inspection server (TCP, JSON; see README.md for the protocol).
@@ -82,11 +82,43 @@ fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .num_threads(config.workers())
         .thread_name(|i| format!("pear-worker-{i}"))
         .build_global()?;
+    let reactors = config.server.reactors.max(1);
     let service = Arc::new(Service::start(config)?);
-    let (reactor, stop) = Reactor::bind(Arc::clone(&service))?;
-    let addr = reactor.local_addr();
+
+    // The first reactor binds the configured address (port 0 picks one); the
+    // others bind the very port it got, through SO_REUSEPORT.
+    let first_stop_slot: Arc<std::sync::Mutex<Vec<StopHandle>>> = Arc::default();
+    let siblings_for_drain = Arc::clone(&first_stop_slot);
+    let options = ReactorOptions {
+        on_drain: Some(Box::new(move || {
+            // Every reactor drains when the signal-owning one does.
+            let handles = match siblings_for_drain.lock() {
+                Ok(h) => h.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            for h in handles {
+                h.stop();
+            }
+        })),
+        ..ReactorOptions::default()
+    };
+    let (first, first_stop) = Reactor::bind_with(Arc::clone(&service), options)?;
+    let addr = first.local_addr();
+    let mut threads = Vec::new();
+    for i in 1..reactors {
+        let (reactor, stop) =
+            Reactor::bind_with(Arc::clone(&service), ReactorOptions::sibling(addr))?;
+        match first_stop_slot.lock() {
+            Ok(mut h) => h.push(stop.clone()),
+            Err(p) => p.into_inner().push(stop.clone()),
+        }
+        let thread = std::thread::Builder::new()
+            .name(format!("pear-reactor-{i}"))
+            .spawn(move || reactor.run(stop))?;
+        threads.push(thread);
+    }
     log::info!(
-        "pear-server {} ready on {addr} in {:.0} ms (model {}, images {})",
+        "pear-server {} ready on {addr} ({reactors} reactor(s)) in {:.0} ms (model {}, images {})",
         env!("CARGO_PKG_VERSION"),
         started.elapsed().as_secs_f64() * 1000.0,
         service.current_model(),
@@ -94,7 +126,15 @@ fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     );
     // A machine-readable line for scripts and tests.
     println!("listening on {addr}");
-    reactor.run(stop)?;
+    let result = first.run(first_stop);
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("a reactor stopped with an error: {e}"),
+            Err(_) => log::error!("a reactor thread panicked"),
+        }
+    }
+    result?;
     log::info!("stopped");
     Ok(())
 }

@@ -16,6 +16,7 @@
 //! take.
 
 pub mod completion;
+pub mod control;
 pub mod peer;
 
 use std::collections::VecDeque;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -36,6 +37,7 @@ use crate::inference::{ClassifyJob, FileOutcome, SubmitError};
 use crate::protocol::{parse_request, Command, ErrorCode, FrameError, Framer, Item};
 use crate::service::{outcome_item, Action, Service, Work};
 pub use completion::{Completion, Notifier, Part, Ticket};
+pub use control::{ReactorOptions, StopHandle};
 use peer::{Peer, Phase};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -81,7 +83,10 @@ pub struct Reactor {
     next_generation: u64,
     completions: Receiver<Completion>,
     notifier: Notifier,
-    signals: Signals,
+    /// Only the reactor that owns the process signals has these.
+    signals: Option<Signals>,
+    on_drain: Option<control::Hook>,
+    on_hangup: Option<control::Hook>,
     service: Arc<Service>,
     limits: Limits,
     scratch: Vec<u8>,
@@ -96,31 +101,23 @@ pub struct Reactor {
     last_reject_log: Option<Instant>,
 }
 
-/// A handle that stops a running reactor from another thread (tests, embedding).
-#[derive(Clone)]
-pub struct StopHandle(Arc<Waker>, Arc<std::sync::atomic::AtomicBool>);
-
-impl StopHandle {
-    pub fn stop(&self) {
-        self.1.store(true, Ordering::Release);
-        let _ = self.0.wake();
-    }
-}
-
 impl Reactor {
     /// Binds the listener (backlog = `server.max_connections`, as in the
-    /// original) and prepares the loop.
+    /// original) and prepares the loop: the single-reactor setup.
     pub fn bind(service: Arc<Service>) -> Result<(Reactor, StopHandle), ReactorError> {
+        Reactor::bind_with(service, ReactorOptions::default())
+    }
+
+    /// Binds with explicit [`ReactorOptions`] (one of several reactors).
+    pub fn bind_with(
+        service: Arc<Service>,
+        options: ReactorOptions,
+    ) -> Result<(Reactor, StopHandle), ReactorError> {
         let cfg = service.config();
-        let host = if cfg.server.host == "localhost" {
-            "127.0.0.1"
-        } else {
-            cfg.server.host.as_str()
+        let addr = match options.addr {
+            Some(a) => a,
+            None => configured_addr(cfg)?,
         };
-        let ip: std::net::IpAddr = host
-            .parse()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad host"))?;
-        let addr = SocketAddr::new(ip, cfg.server.port);
         let std_listener = bind_listener(addr, cfg.server.max_connections)
             .map_err(|source| ReactorError::Bind { addr, source })?;
         let mut listener = TcpListener::from_std(std_listener);
@@ -132,9 +129,14 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::channel();
         let notifier = Notifier::new(tx, Arc::clone(&waker));
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let signals = if options.signals {
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
 
         let limits = Limits {
             connection_limit: cfg.server.connection_limit,
@@ -156,6 +158,8 @@ impl Reactor {
             completions: rx,
             notifier,
             signals,
+            on_drain: options.on_drain,
+            on_hangup: options.on_hangup,
             service,
             limits,
             scratch,
@@ -205,16 +209,11 @@ impl Reactor {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {
-                        if stop.1.load(Ordering::Acquire) {
+                        if stop.requested() {
                             self.begin_drain("stop requested");
                         }
                     }
-                    SIGNALS => {
-                        let got: Vec<i32> = self.signals.pending().collect();
-                        if !got.is_empty() {
-                            self.begin_drain("signal received");
-                        }
-                    }
+                    SIGNALS => self.on_signals(),
                     Token(key) => {
                         if let Some(p) = self.peers.get_mut(key) {
                             if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -314,9 +313,8 @@ impl Reactor {
         }
         entry.insert(Peer::new(stream, addr, generation, framer));
         stats.accepted.fetch_add(1, Ordering::Relaxed);
-        stats
-            .open_connections
-            .store(self.peers.len(), Ordering::Relaxed);
+        // add/sub, not store: several reactors share these counters.
+        stats.open_connections.fetch_add(1, Ordering::Relaxed);
         log::info!("connection opened: {addr} (open: {})", self.peers.len());
         // Data may already be waiting (edge-triggered: no event would say so).
         self.resume.push_back(key);
@@ -621,7 +619,7 @@ impl Reactor {
         self.service
             .stats
             .open_connections
-            .store(self.peers.len(), Ordering::Relaxed);
+            .fetch_sub(1, Ordering::Relaxed);
         log::info!(
             "connection closed: {} ({}; open: {})",
             peer.addr,
@@ -630,9 +628,29 @@ impl Reactor {
         );
     }
 
+    fn on_signals(&mut self) {
+        let got: Vec<i32> = match self.signals.as_mut() {
+            Some(s) => s.pending().collect(),
+            None => return,
+        };
+        for signal in got {
+            if signal == SIGHUP {
+                log::info!("SIGHUP: reopening the log file");
+                if let Some(hook) = self.on_hangup.as_mut() {
+                    hook();
+                }
+            } else {
+                self.begin_drain("signal received");
+            }
+        }
+    }
+
     fn begin_drain(&mut self, why: &str) {
         if self.drain_deadline.is_some() {
             return;
+        }
+        if let Some(mut hook) = self.on_drain.take() {
+            hook();
         }
         log::info!(
             "{why}: no longer accepting; finishing in-flight requests (up to {:?})",
@@ -709,11 +727,27 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-/// A non-blocking listener with the given backlog and SO_REUSEADDR.
-fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+/// `server.host:server.port` as a socket address.
+fn configured_addr(cfg: &crate::config::Config) -> io::Result<SocketAddr> {
+    let host = if cfg.server.host == "localhost" {
+        "127.0.0.1"
+    } else {
+        cfg.server.host.as_str()
+    };
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad host"))?;
+    Ok(SocketAddr::new(ip, cfg.server.port))
+}
+
+/// A non-blocking listener with the given backlog, SO_REUSEADDR and
+/// SO_REUSEPORT (always: sibling reactors and sibling processes may share the
+/// port; the kernel spreads new connections over every listener).
+pub(crate) fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
     }
