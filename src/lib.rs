@@ -16,3 +16,4 @@ pub mod paths;
 pub mod protocol;
 pub mod reactor;
 pub mod service;
+pub mod state;

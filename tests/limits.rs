@@ -100,7 +100,9 @@ fn disconnect_with_inference_in_flight() {
     // New connections reuse the slab slots; they must get only their own replies.
     for i in 0..20 {
         let mut c = server.client();
-        let v = c.request(&format!(r#"{{"cmd": 0x22, "request_data": null, "id": {i}}}"#));
+        let v = c.request(&format!(
+            r#"{{"cmd": 0x22, "request_data": null, "id": {i}}}"#
+        ));
         assert_eq!(v["id"], json!(i));
         assert_eq!(v["cmd"], json!(0x23));
     }
@@ -111,7 +113,10 @@ fn disconnect_with_inference_in_flight() {
     assert_eq!(v["response_data"].as_array().unwrap().len(), 1);
     assert_eq!(first_code(&v), 0, "{v}");
     let status = c.request(r#"{"cmd": 0x40, "request_data": null}"#);
-    assert_eq!(status["response_data"][0]["result"]["open_connections"], json!(1));
+    assert_eq!(
+        status["response_data"][0]["result"]["open_connections"],
+        json!(1)
+    );
 }
 
 #[test]

@@ -54,3 +54,73 @@ fn two_reactors_stop_together_on_sigterm() {
     let status = server.terminate();
     assert!(status.success(), "{status:?}\n{}", server.stderr());
 }
+
+fn item0(v: &serde_json::Value) -> &serde_json::Value {
+    &v["response_data"][0]
+}
+
+#[test]
+fn model_and_image_folder_survive_a_restart() {
+    let mut server = TestServer::start(&[]);
+    std::fs::copy(
+        server.models_dir().join("pear_classifier.onnx"),
+        server.models_dir().join("other.onnx"),
+    )
+    .unwrap();
+    let images2 = server.dir.path().join("images2");
+    std::fs::create_dir(&images2).unwrap();
+    let images2 = images2.canonicalize().unwrap();
+
+    let mut c = server.client();
+    let v = c.request(r#"{"cmd": 0x26, "request_data": ["other.onnx"]}"#);
+    assert_eq!(first_code(&v), 0, "{v}");
+    let v = c.request(&format!(
+        r#"{{"cmd": 0x30, "request_data": ["{}"]}}"#,
+        images2.display()
+    ));
+    assert_eq!(first_code(&v), 0, "{v}");
+    let state_file = server.dir.path().join("server_state.json");
+    let saved = std::fs::read_to_string(&state_file).expect("state file written");
+    assert!(saved.contains("other.onnx"), "{saved}");
+    drop(c);
+
+    server.restart(&[]).expect("restart");
+    let mut c = server.client();
+    let v = c.request(r#"{"cmd": 0x22, "request_data": null}"#);
+    assert_eq!(item0(&v)["file_name"], "other.onnx", "{v}");
+    let v = c.request(r#"{"cmd": 0x32, "request_data": null}"#);
+    assert_eq!(item0(&v)["file_name"], images2.display().to_string(), "{v}");
+    drop(c);
+
+    // What the state file points at disappears: warned about, config wins.
+    std::fs::remove_file(server.models_dir().join("other.onnx")).unwrap();
+    std::fs::remove_dir(&images2).unwrap();
+    server
+        .restart(&[])
+        .expect("restart with a stale state file");
+    let mut c = server.client();
+    let v = c.request(r#"{"cmd": 0x22, "request_data": null}"#);
+    assert_eq!(item0(&v)["file_name"], "pear_classifier.onnx", "{v}");
+    let v = c.request(r#"{"cmd": 0x32, "request_data": null}"#);
+    let shown = item0(&v)["file_name"].as_str().unwrap().to_owned();
+    assert!(shown.ends_with("/images"), "{shown}");
+    let log = server.stderr();
+    assert!(log.contains("no longer exists"), "{log}");
+}
+
+#[test]
+fn a_broken_state_file_is_ignored_with_a_warning() {
+    let mut server = TestServer::start(&[]);
+    std::fs::write(server.dir.path().join("server_state.json"), "{oops").unwrap();
+    server
+        .restart(&[])
+        .expect("starts despite a broken state file");
+    let mut c = server.client();
+    let v = c.request(r#"{"cmd": 0x22, "request_data": null}"#);
+    assert_eq!(item0(&v)["file_name"], "pear_classifier.onnx", "{v}");
+    assert!(
+        server.stderr().contains("is not valid"),
+        "{}",
+        server.stderr()
+    );
+}
