@@ -12,6 +12,7 @@ pub mod download;
 pub mod inference;
 pub mod logging;
 pub mod models;
+pub mod notify;
 pub mod paths;
 pub mod protocol;
 pub mod reactor;

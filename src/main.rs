@@ -129,6 +129,15 @@ fn run(
             for h in handles {
                 h.stop();
             }
+            pear_server::notify::stopping();
+        })),
+        on_hangup: Some(Box::new(|| {
+            // Opening a file may block: never on the reactor.
+            rayon::spawn(|| match pear_server::logging::reopen() {
+                Ok(()) => log::info!("log file reopened"),
+                Err(pear_server::logging::LogError::NoFile) => {}
+                Err(e) => log::warn!("cannot reopen the log file: {e}"),
+            });
         })),
         ..ReactorOptions::default()
     };
@@ -156,6 +165,7 @@ fn run(
     );
     // A machine-readable line for scripts and tests.
     println!("listening on {addr}");
+    pear_server::notify::ready(&format!("listening on {addr}"));
     let result = first.run(first_stop);
     for t in threads {
         match t.join() {

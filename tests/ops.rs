@@ -124,3 +124,69 @@ fn a_broken_state_file_is_ignored_with_a_warning() {
         server.stderr()
     );
 }
+
+#[test]
+fn systemd_gets_ready_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let mut server = TestServer::start(&[]);
+    let sock_path = server.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let sock_str = sock_path.to_str().unwrap().to_owned();
+    server
+        .restart(&[("NOTIFY_SOCKET", &sock_str)])
+        .expect("restart under NOTIFY_SOCKET");
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a notify message");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    // READY comes after the listener is bound: a request is answered now.
+    let mut c = server.client();
+    assert_eq!(
+        first_code(&c.request(r#"{"cmd": 0x22, "request_data": null}"#)),
+        0
+    );
+    common::unsafe_kill(server.child.id(), libc::SIGTERM);
+    let n = sock.recv(&mut buf).expect("a STOPPING message");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "STOPPING=1"), "{msg:?}");
+    drop(c);
+    let status = server.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn sighup_reopens_the_log_file() {
+    let server = TestServer::start(&[]);
+    let log = server.dir.path().join("logs/server.log");
+    let mut c = server.client();
+    c.request(r#"{"cmd": 0x22, "request_data": null}"#);
+    let rotated = server.dir.path().join("logs/server.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    common::unsafe_kill(server.child.id(), libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !log.exists() {
+        assert!(std::time::Instant::now() < deadline, "no fresh log file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A new request after the reopen logs into the fresh file.
+    let mut c2 = server.client();
+    let v = c2.request(r#"{"cmd": 0x32, "request_data": null}"#);
+    assert_eq!(first_code(&v), 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh = std::fs::read_to_string(&log).unwrap_or_default();
+        if fresh.contains("request current_image_folder") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fresh log lacks the request line: {fresh}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(!old.contains("request current_image_folder"), "{old}");
+    drop(c);
+}
