@@ -11,6 +11,7 @@ pub mod config;
 pub mod download;
 pub mod inference;
 pub mod logging;
+pub mod metrics;
 pub mod models;
 pub mod notify;
 pub mod paths;

@@ -143,6 +143,9 @@ fn run(
     };
     let (first, first_stop) = Reactor::bind_with(Arc::clone(&service), options)?;
     let addr = first.local_addr();
+    if let Some(m) = first.metrics_addr() {
+        log::info!("metrics and health on http://{m}/metrics, /healthz, /readyz");
+    }
     let mut threads = Vec::new();
     for i in 1..reactors {
         let (reactor, stop) =

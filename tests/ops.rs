@@ -190,3 +190,124 @@ fn sighup_reopens_the_log_file() {
     assert!(!old.contains("request current_image_folder"), "{old}");
     drop(c);
 }
+
+/// Waits for the server's log line naming the metrics address.
+fn metrics_addr(server: &TestServer) -> std::net::SocketAddr {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.stderr();
+        if let Some(rest) = log.split("metrics and health on http://").nth(1) {
+            let addr = rest.split('/').next().unwrap_or_default();
+            return addr.parse().expect("metrics address");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics line: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP/1.1 GET over a real socket; returns (status, body).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .expect("server closes after the answer");
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    assert!(text.contains("Connection: close"), "{text}");
+    (status, body)
+}
+
+#[test]
+fn metrics_and_health_over_http() {
+    let server = TestServer::start(&[
+        ("metrics.listen", "\"127.0.0.1:0\""),
+        ("server.reactors", "2"),
+    ]);
+    let maddr = metrics_addr(&server);
+    assert_eq!(http_get(maddr, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(http_get(maddr, "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(http_get(maddr, "/nope").0, 404);
+
+    let mut c = server.client();
+    for _ in 0..3 {
+        assert_eq!(
+            first_code(&c.request(r#"{"cmd": 0x22, "request_data": null}"#)),
+            0
+        );
+    }
+    let v = c.request(r#"{"cmd": 0x01, "request_data": ["normal_01.jpg", "missing.jpg"]}"#);
+    assert_eq!(v["response_data"][1]["error_code"], 2, "{v}");
+    c.request(r#"{"cmd": 0x77, "request_data": null}"#);
+
+    let (status, text) = http_get(maddr, "/metrics");
+    assert_eq!(status, 200);
+    for needle in [
+        "pear_open_connections 1",
+        "pear_accepted_connections_total 1",
+        "pear_rejected_connections_total 0",
+        r#"pear_requests_total{cmd="current_model",error_code="0"} 3"#,
+        r#"pear_requests_total{cmd="classify",error_code="0"} 1"#,
+        r#"pear_requests_total{cmd="none",error_code="3"} 1"#,
+        r#"pear_response_items_total{cmd="classify",error_code="0"} 1"#,
+        r#"pear_response_items_total{cmd="classify",error_code="2"} 1"#,
+        "pear_inference_queue_depth 0",
+        "pear_request_latency_seconds_count 5",
+        "pear_inference_batch_size_count",
+        "pear_inference_latency_seconds_bucket",
+        "pear_ready 1",
+        "# EOF",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    let bytes_in: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pear_received_bytes_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bytes_in > 100, "{bytes_in}");
+}
+
+#[test]
+fn http_head_over_8k_is_refused() {
+    use std::io::{Read, Write};
+    let server = TestServer::start(&[("metrics.listen", "\"127.0.0.1:0\"")]);
+    let maddr = metrics_addr(&server);
+    let mut s = std::net::TcpStream::connect(maddr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let big = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+    let _ = s.write_all(big.as_bytes());
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+}
+
+#[test]
+fn readyz_is_503_while_draining() {
+    let mut server = TestServer::start(&[("metrics.listen", "\"127.0.0.1:0\"")]);
+    let maddr = metrics_addr(&server);
+    // Enough queued classification that draining takes a while.
+    let names = vec!["\"normal_01.jpg\""; 100].join(",");
+    let mut c = server.client();
+    for _ in 0..2 {
+        c.send(format!(r#"{{"cmd": 0x01, "request_data": [{names}]}}"#).as_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    common::unsafe_kill(server.child.id(), libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(http_get(maddr, "/readyz"), (503, "draining\n".to_owned()));
+    assert_eq!(http_get(maddr, "/healthz").0, 200);
+    // The replies already owed are still delivered.
+    for _ in 0..2 {
+        let v = c.read_json_line();
+        assert_eq!(v["cmd"], 0x02, "{v}");
+    }
+    let status = server.wait_exit(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{status:?}");
+}

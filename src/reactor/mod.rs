@@ -17,6 +17,7 @@
 
 pub mod completion;
 pub mod control;
+pub mod http;
 pub mod peer;
 
 use std::collections::VecDeque;
@@ -34,6 +35,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::inference::{ClassifyJob, FileOutcome, SubmitError};
+use crate::metrics::METRICS;
 use crate::protocol::{parse_request, Command, ErrorCode, FrameError, Framer, Item};
 use crate::service::{outcome_item, Action, Service, Work};
 pub use completion::{Completion, Notifier, Part, Ticket};
@@ -43,6 +45,7 @@ use peer::{Peer, Phase};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const HTTP_LISTENER: Token = Token(usize::MAX - 4);
 
 /// Read at most this many times from one peer per wake-up, so one fast
 /// client cannot starve the others; the rest waits in the resume queue.
@@ -71,6 +74,8 @@ pub enum ReactorError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error("reactor setup failed: {0}")]
     Setup(#[from] io::Error),
+    #[error(transparent)]
+    Metrics(#[from] http::HttpBindError),
 }
 
 /// A bound server, ready to run. Binding is separate from running so the
@@ -87,6 +92,8 @@ pub struct Reactor {
     signals: Option<Signals>,
     on_drain: Option<control::Hook>,
     on_hangup: Option<control::Hook>,
+    /// The metrics/health listener, on the one reactor that serves it.
+    http: Option<http::HttpEndpoint>,
     service: Arc<Service>,
     limits: Limits,
     scratch: Vec<u8>,
@@ -138,6 +145,14 @@ impl Reactor {
             None
         };
 
+        let http = match (&cfg.metrics.listen, options.metrics) {
+            (Some(addr), true) => Some(http::HttpEndpoint::bind(
+                addr,
+                poll.registry(),
+                HTTP_LISTENER,
+            )?),
+            _ => None,
+        };
         let limits = Limits {
             connection_limit: cfg.server.connection_limit,
             max_message: cfg.server.max_message_bytes,
@@ -160,6 +175,7 @@ impl Reactor {
             signals,
             on_drain: options.on_drain,
             on_hangup: options.on_hangup,
+            http,
             service,
             limits,
             scratch,
@@ -176,6 +192,11 @@ impl Reactor {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|h| h.local_addr().ok())
     }
 
     /// Runs until a stop signal (or [`StopHandle::stop`]) and the bounded drain
@@ -214,6 +235,9 @@ impl Reactor {
                         }
                     }
                     SIGNALS => self.on_signals(),
+                    token if token == HTTP_LISTENER || token.0 >= http::HTTP_BASE => {
+                        self.http_event(token)
+                    }
                     Token(key) => {
                         if let Some(p) = self.peers.get_mut(key) {
                             if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -363,7 +387,7 @@ impl Reactor {
                     peer.readable = false;
                     peer.close_reason = "closed by client";
                 }
-                Ok(_) => {}
+                Ok(n) => METRICS.bytes_in(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     log::debug!("read from {}: {e}", peer.addr);
@@ -420,6 +444,7 @@ impl Reactor {
             return;
         };
         let stats = &self.service.stats;
+        let started = Instant::now();
         let request = match parse_request(payload, self.limits.max_depth) {
             Ok(r) => r,
             Err(bad) => {
@@ -430,6 +455,7 @@ impl Reactor {
                     bad.id.as_ref(),
                 );
                 stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                answered_now(None, ErrorCode::InvalidMessage, &[], started);
                 return;
             }
         };
@@ -440,6 +466,7 @@ impl Reactor {
                 request.id.as_ref(),
             );
             stats.requests_served.fetch_add(1, Ordering::Relaxed);
+            answered_now(None, ErrorCode::NotExistCommand, &[], started);
             return;
         };
         log::debug!("{}: request {}", peer.addr, cmd.name());
@@ -448,6 +475,7 @@ impl Reactor {
             Err(refusal) => {
                 peer.reply_error(refusal.code, &refusal.message, request.id.as_ref());
                 stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                answered_now(Some(cmd), refusal.code, &[], started);
                 return;
             }
         };
@@ -456,18 +484,23 @@ impl Reactor {
             Action::Reply(items) => {
                 peer.reply_now(rcmd, &items, request.id.as_ref());
                 stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                answered_now(Some(cmd), ErrorCode::NoError, &items, started);
             }
             Action::Cancel => {
                 peer.cancel.cancel_pending();
                 peer.reply_now(rcmd, &[Item::ok(None)], request.id.as_ref());
                 stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                answered_now(Some(cmd), ErrorCode::NoError, &[Item::ok(None)], started);
             }
             Action::Work(work) => {
+                METRICS.request(Some(cmd), ErrorCode::NoError);
                 let seq = peer.reply_later(rcmd, request.id, 1);
                 let ticket = Ticket {
                     key,
                     generation: peer.generation,
                     seq,
+                    cmd,
+                    started,
                 };
                 spawn_work(work, ticket, self.notifier.clone());
             }
@@ -482,13 +515,17 @@ impl Reactor {
                         request.id.as_ref(),
                     );
                     stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                    answered_now(Some(cmd), ErrorCode::Busy, &[], started);
                     return;
                 }
+                METRICS.request(Some(cmd), ErrorCode::NoError);
                 let seq = peer.reply_later(rcmd, request.id, names.len());
                 let ticket = Ticket {
                     key,
                     generation: peer.generation,
                     seq,
+                    cmd,
+                    started,
                 };
                 let folder = self.service.image_folder();
                 let mut refused = Vec::new();
@@ -541,10 +578,19 @@ impl Reactor {
             return; // The connection closed; this slot now belongs to someone else.
         }
         let became_ready = match part {
-            Part::Whole(items) => peer.fill(ticket.seq, None, items),
-            Part::File { index, item } => peer.fill(ticket.seq, Some(index), vec![item]),
+            Part::Whole(items) => {
+                for item in &items {
+                    METRICS.item(ticket.cmd, item.error_code);
+                }
+                peer.fill(ticket.seq, None, items)
+            }
+            Part::File { index, item } => {
+                METRICS.item(ticket.cmd, item.error_code);
+                peer.fill(ticket.seq, Some(index), vec![item])
+            }
         };
         if became_ready {
+            METRICS.request_latency(ticket.started.elapsed());
             self.service
                 .stats
                 .requests_served
@@ -575,8 +621,11 @@ impl Reactor {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        let was_backpressured = peer.pending_output() >= self.limits.max_output;
-        match peer.flush() {
+        let pending = peer.pending_output();
+        let was_backpressured = pending >= self.limits.max_output;
+        let flushed = peer.flush();
+        METRICS.bytes_out(pending - peer.pending_output().min(pending));
+        match flushed {
             Ok(all_written) => {
                 let want_write = !all_written;
                 if want_write != peer.write_interest {
@@ -670,6 +719,30 @@ impl Reactor {
         }
     }
 
+    /// One event of the metrics/health listener. `/readyz` turns 503 as soon
+    /// as this reactor drains (it keeps answering while replies are owed).
+    fn http_event(&mut self, token: Token) {
+        let Some(endpoint) = self.http.as_mut() else {
+            return;
+        };
+        let service = &self.service;
+        let draining = self.drain_deadline.is_some();
+        let answer = |route: http::Route| -> http::Answer {
+            match route {
+                http::Route::Healthz => http::Answer::text(200, "ok\n"),
+                http::Route::Readyz if draining => http::Answer::text(503, "draining\n"),
+                http::Route::Readyz => http::Answer::text(200, "ready\n"),
+                http::Route::Metrics => http::Answer {
+                    status: 200,
+                    content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    body: crate::metrics::Snapshot::take(gauges(service, !draining)).encode(),
+                },
+                http::Route::NotFound => http::Answer::text(404, "not found\n"),
+            }
+        };
+        endpoint.event(token, self.poll.registry(), &answer);
+    }
+
     fn timers(&mut self) {
         let now = Instant::now();
         if self.accept_paused_until.is_some_and(|t| now >= t) {
@@ -680,6 +753,9 @@ impl Reactor {
             return;
         }
         self.next_sweep = now + SWEEP_EVERY;
+        if let Some(h) = self.http.as_mut() {
+            h.sweep(self.poll.registry());
+        }
         let Some(idle) = self.limits.idle_timeout else {
             return;
         };
@@ -718,6 +794,31 @@ fn spawn_work(work: Work, ticket: Ticket, notifier: Notifier) {
             part: Part::Whole(items),
         });
     });
+}
+
+/// Counts a request answered at once (no worker involved).
+fn answered_now(cmd: Option<Command>, code: ErrorCode, items: &[Item], started: Instant) {
+    METRICS.request(cmd, code);
+    if let Some(cmd) = cmd {
+        for item in items {
+            METRICS.item(cmd, item.error_code);
+        }
+    }
+    METRICS.request_latency(started.elapsed());
+}
+
+/// The gauges `/metrics` reads from the service.
+fn gauges(service: &Service, ready: bool) -> crate::metrics::Gauges {
+    let s = &service.stats;
+    crate::metrics::Gauges {
+        open_connections: s.open_connections.load(Ordering::Relaxed) as u64,
+        accepted: s.accepted.load(Ordering::Relaxed),
+        rejected: s.rejected.load(Ordering::Relaxed),
+        queue_depth: service.inference().queue_depth() as u64,
+        queue_capacity: service.config().inference.queue_capacity as u64,
+        ready,
+        uptime_secs: s.started.elapsed().as_secs_f64(),
+    }
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
