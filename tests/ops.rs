@@ -311,3 +311,22 @@ fn readyz_is_503_while_draining() {
     let status = server.wait_exit(Duration::from_secs(30)).expect("exits");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn two_processes_share_one_port() {
+    let mut first = TestServer::start(&[]);
+    let port = first.addr.port().to_string();
+    let stderr = first.dir.path().join("second.log");
+    let (mut second, addr) =
+        common::spawn_server_with(&first.config_path(), &stderr, &[], &["--port", &port])
+            .expect("a second process binds the same port (SO_REUSEPORT)");
+    assert_eq!(addr, first.addr);
+    // Stop the first: new connections still get answers from the second.
+    first.terminate();
+    let mut c = Client::connect(addr);
+    let v = c.request(r#"{"cmd": 0x22, "request_data": null}"#);
+    assert_eq!(first_code(&v), 0);
+    drop(c);
+    common::unsafe_kill(second.id(), libc::SIGTERM);
+    let _ = second.wait();
+}
