@@ -85,6 +85,12 @@ pub struct ServerSection {
     pub framing: FramingMode,
     /// Seconds to finish in-flight work after SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Reactor threads, each with its own SO_REUSEPORT listener on the same
+    /// address; they share one worker pool and one model.
+    pub reactors: usize,
+    /// Where 0x26/0x30/0x34 changes are kept across restarts; null =
+    /// `server_state.json` next to the config file.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -104,6 +110,8 @@ impl Default for ServerSection {
             max_output_bytes: 1 << 20,
             framing: FramingMode::Auto,
             shutdown_grace_secs: 10,
+            reactors: 1,
+            state_file: None,
         }
     }
 }
@@ -341,6 +349,7 @@ impl Config {
             "server.max_inflight_per_connection",
             s.max_inflight_per_connection as u64,
         )?;
+        in_range("server.reactors", s.reactors as u64, 1, 64)?;
         in_range(
             "server.max_output_bytes",
             s.max_output_bytes as u64,
@@ -431,6 +440,13 @@ impl Config {
             .parent()
             .map(Path::to_owned)
             .unwrap_or_else(|| self.base_dir.clone())
+    }
+    /// The state file (see [`crate::state`]).
+    pub fn state_file(&self) -> PathBuf {
+        match &self.server.state_file {
+            Some(p) => self.resolve(p),
+            None => self.base_dir.join("server_state.json"),
+        }
     }
     pub fn log_file(&self) -> Option<PathBuf> {
         self.logging.file.as_deref().map(|p| self.resolve(p))

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use pear_server::config::{Config, Overrides};
-use pear_server::reactor::Reactor;
-use pear_server::service::Service;
+use pear_server::reactor::{Reactor, ReactorOptions, StopHandle};
+use pear_server::service::{Service, StartError};
+use pear_server::state::{self, SavedState};
 
 /// Pear defect inspection server (TCP, JSON; see README.md for the protocol).
 #[derive(Parser, Debug)]
@@ -41,16 +42,37 @@ fn main() -> ExitCode {
         port: cli.port,
         log_level: cli.log_level,
     };
-    let loaded = match Config::load(&cli.config, &overrides) {
+    // Precedence: the config file, then the state file (what 0x26/0x30/0x34
+    // changed before a restart), then the CLI flags.
+    let loaded = match Config::load(&cli.config, &Overrides::default()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("pear-server: config error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let config = loaded.config;
+    let mut config = loaded.config;
+    let mut warnings = loaded.warnings;
+    let state_path = config.state_file();
+    let config_model = config.model.model_path.clone();
+    let restored = match state::load(&state_path) {
+        Ok(saved) => {
+            let (kept, dropped) = state::apply(&mut config, saved);
+            warnings.extend(dropped);
+            kept
+        }
+        Err(e) => {
+            warnings.push(format!("{e}; ignoring it"));
+            SavedState::default()
+        }
+    };
+    config.apply(&overrides);
+    if let Err(e) = config.validate() {
+        eprintln!("pear-server: config error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if cli.check_config {
-        for w in &loaded.warnings {
+        for w in &warnings {
             eprintln!("warning: {w}");
         }
         print!("{}", config.to_yaml());
@@ -60,10 +82,13 @@ fn main() -> ExitCode {
         eprintln!("pear-server: cannot start logging: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    for w in &loaded.warnings {
+    for w in &warnings {
         log::warn!("{w}");
     }
-    match run(config) {
+    if restored != SavedState::default() {
+        log::info!("restored from {}: {restored:?}", state_path.display());
+    }
+    match run(config, config_model, restored) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
@@ -73,7 +98,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+fn run(
+    config: Config,
+    config_model: PathBuf,
+    mut restored: SavedState,
+) -> Result<(), Box<dyn std::error::Error>> {
     let started = std::time::Instant::now();
     let library =
         pear_server::inference::runtime::init_runtime(config.inference.ort_library.as_deref())?;
@@ -82,11 +111,56 @@ fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .num_threads(config.workers())
         .thread_name(|i| format!("pear-worker-{i}"))
         .build_global()?;
-    let service = Arc::new(Service::start(config)?);
-    let (reactor, stop) = Reactor::bind(Arc::clone(&service))?;
-    let addr = reactor.local_addr();
+    let reactors = config.server.reactors.max(1);
+    let service = Arc::new(start_service(config, config_model, &mut restored)?);
+    service.restore(restored);
+
+    // The first reactor binds the configured address (port 0 picks one); the
+    // others bind the very port it got, through SO_REUSEPORT.
+    let first_stop_slot: Arc<std::sync::Mutex<Vec<StopHandle>>> = Arc::default();
+    let siblings_for_drain = Arc::clone(&first_stop_slot);
+    let options = ReactorOptions {
+        on_drain: Some(Box::new(move || {
+            // Every reactor drains when the signal-owning one does.
+            let handles = match siblings_for_drain.lock() {
+                Ok(h) => h.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            for h in handles {
+                h.stop();
+            }
+            pear_server::notify::stopping();
+        })),
+        on_hangup: Some(Box::new(|| {
+            // Opening a file may block: never on the reactor.
+            rayon::spawn(|| match pear_server::logging::reopen() {
+                Ok(()) => log::info!("log file reopened"),
+                Err(pear_server::logging::LogError::NoFile) => {}
+                Err(e) => log::warn!("cannot reopen the log file: {e}"),
+            });
+        })),
+        ..ReactorOptions::default()
+    };
+    let (first, first_stop) = Reactor::bind_with(Arc::clone(&service), options)?;
+    let addr = first.local_addr();
+    if let Some(m) = first.metrics_addr() {
+        log::info!("metrics and health on http://{m}/metrics, /healthz, /readyz");
+    }
+    let mut threads = Vec::new();
+    for i in 1..reactors {
+        let (reactor, stop) =
+            Reactor::bind_with(Arc::clone(&service), ReactorOptions::sibling(addr))?;
+        match first_stop_slot.lock() {
+            Ok(mut h) => h.push(stop.clone()),
+            Err(p) => p.into_inner().push(stop.clone()),
+        }
+        let thread = std::thread::Builder::new()
+            .name(format!("pear-reactor-{i}"))
+            .spawn(move || reactor.run(stop))?;
+        threads.push(thread);
+    }
     log::info!(
-        "pear-server {} ready on {addr} in {:.0} ms (model {}, images {})",
+        "pear-server {} ready on {addr} ({reactors} reactor(s)) in {:.0} ms (model {}, images {})",
         env!("CARGO_PKG_VERSION"),
         started.elapsed().as_secs_f64() * 1000.0,
         service.current_model(),
@@ -94,7 +168,42 @@ fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     );
     // A machine-readable line for scripts and tests.
     println!("listening on {addr}");
-    reactor.run(stop)?;
+    pear_server::notify::ready(&format!("listening on {addr}"));
+    let result = first.run(first_stop);
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("a reactor stopped with an error: {e}"),
+            Err(_) => log::error!("a reactor thread panicked"),
+        }
+    }
+    result?;
     log::info!("stopped");
     Ok(())
+}
+
+/// Starts the service; when a model restored from the state file cannot be
+/// loaded, warns and falls back to the config's model (`config_model`)
+/// instead of refusing to start, and forgets the restored model.
+fn start_service(
+    mut config: Config,
+    config_model: PathBuf,
+    restored: &mut SavedState,
+) -> Result<Service, StartError> {
+    if restored.model.is_none() {
+        return Service::start(config);
+    }
+    let fallback = config.clone();
+    match Service::start(config) {
+        Err(StartError::Model(e)) => {
+            log::warn!(
+                "state file: cannot load the restored model ({e}); using model.model_path from the config"
+            );
+            restored.model = None;
+            config = fallback;
+            config.model.model_path = config_model;
+            Service::start(config)
+        }
+        other => other,
+    }
 }

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -20,6 +20,7 @@ use crate::inference::{FileOutcome, InferenceService, Pipeline, PipelineOptions}
 use crate::models::{self, StoreError};
 use crate::paths;
 use crate::protocol::{Command, ErrorCode, Item};
+use crate::state::{self, SavedState};
 
 /// Blocking work for the pool; its items become the response.
 pub type Work = Box<dyn FnOnce() -> Vec<Item> + Send>;
@@ -95,6 +96,9 @@ pub struct Service {
     inference: InferenceService,
     pipeline_options: PipelineOptions,
     download_limits: DownloadLimits,
+    /// What 0x26/0x30/0x34 changed (and what was restored at start); the
+    /// lock also serialises writes of the state file.
+    changed: Mutex<SavedState>,
     pub stats: Stats,
 }
 
@@ -166,9 +170,32 @@ impl Service {
             inference,
             pipeline_options,
             download_limits,
+            changed: Mutex::new(SavedState::default()),
             stats: Stats::default(),
             config,
         })
+    }
+
+    /// Takes over what was restored from the state file at start: the model
+    /// folder (which the config cannot express) and the record of what
+    /// commands changed, so the next save keeps it. Call before serving.
+    pub fn restore(&self, restored: SavedState) {
+        if let Some(models) = &restored.model_folder {
+            write(&self.folders).models = models.clone();
+        }
+        *self.changed.lock().unwrap_or_else(|p| p.into_inner()) = restored;
+    }
+
+    /// Records a change made by a command and writes the state file. Runs on
+    /// the worker that made the change; a failed write is logged, the change
+    /// itself stands.
+    fn persist(&self, change: impl FnOnce(&mut SavedState)) {
+        let mut changed = self.changed.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut changed);
+        let path = self.config.state_file();
+        if let Err(e) = state::save(&path, &changed) {
+            log::warn!("{e}; the change will not survive a restart");
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -326,6 +353,9 @@ impl Service {
                 self.inference.swap(pipeline);
                 write(&self.loaded).classifier = path;
                 log::info!("model changed to {name}");
+                // Read the live value under the state lock: with concurrent changes
+                // the last write holds the value actually in use.
+                self.persist(|s| s.model = Some(read(&self.loaded).classifier));
                 Item::ok(Some(name.to_owned()))
             }
             Err(e) => {
@@ -357,13 +387,20 @@ impl Service {
         match models::existing_dir(&self.config.base_dir, path) {
             Ok(real) => {
                 let shown = path_string(&real);
-                let mut folders = write(&self.folders);
-                if cmd == Command::ChangeImageFolder {
-                    folders.images = real;
-                } else {
-                    folders.models = real;
+                {
+                    let mut folders = write(&self.folders);
+                    if cmd == Command::ChangeImageFolder {
+                        folders.images = real;
+                    } else {
+                        folders.models = real;
+                    }
                 }
                 log::info!("{} changed to {shown}", cmd.name());
+                if cmd == Command::ChangeImageFolder {
+                    self.persist(|s| s.image_folder = Some(self.image_folder()));
+                } else {
+                    self.persist(|s| s.model_folder = Some(self.model_folder()));
+                }
                 Item::ok(Some(shown))
             }
             Err(e) => store_failure(Some(path), e),

@@ -377,6 +377,7 @@ impl Inner {
         if ready.is_empty() {
             return;
         }
+        let batch_started = Instant::now();
         let results = match catch_unwind(AssertUnwindSafe(|| pipeline.classify_batch(&imgs))) {
             Ok(r) if r.len() == imgs.len() => r,
             _ => imgs
@@ -389,6 +390,7 @@ impl Inner {
                 )
                 .collect(),
         };
+        crate::metrics::METRICS.batch(imgs.len(), batch_started.elapsed());
         drop(imgs);
         for (q, r) in ready.into_iter().zip(results) {
             let outcome = match r {

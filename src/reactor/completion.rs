@@ -20,6 +20,10 @@ pub struct Ticket {
     pub generation: u64,
     /// Sequence number of the request on that connection.
     pub seq: u64,
+    /// The command (for per-command metrics).
+    pub cmd: crate::protocol::Command,
+    /// When the request was read (for the request latency histogram).
+    pub started: std::time::Instant,
 }
 
 /// What a worker produced.

@@ -16,6 +16,8 @@
 //! take.
 
 pub mod completion;
+pub mod control;
+pub mod http;
 pub mod peer;
 
 use std::collections::VecDeque;
@@ -28,19 +30,22 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::inference::{ClassifyJob, FileOutcome, SubmitError};
+use crate::metrics::METRICS;
 use crate::protocol::{parse_request, Command, ErrorCode, Framer, Item};
 use crate::service::{outcome_item, Action, Service, Work};
 pub use completion::{Completion, Notifier, Part, Ticket};
+pub use control::{ReactorOptions, StopHandle};
 use peer::{Peer, Phase};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const HTTP_LISTENER: Token = Token(usize::MAX - 4);
 
 /// Read at most this many times from one peer per wake-up, so one fast
 /// client cannot starve the others; the rest waits in the resume queue.
@@ -69,6 +74,8 @@ pub enum ReactorError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error("reactor setup failed: {0}")]
     Setup(#[from] io::Error),
+    #[error(transparent)]
+    Metrics(#[from] http::HttpBindError),
 }
 
 /// A bound server, ready to run. Binding is separate from running so the
@@ -81,7 +88,12 @@ pub struct Reactor {
     next_generation: u64,
     completions: Receiver<Completion>,
     notifier: Notifier,
-    signals: Signals,
+    /// Only the reactor that owns the process signals has these.
+    signals: Option<Signals>,
+    on_drain: Option<control::Hook>,
+    on_hangup: Option<control::Hook>,
+    /// The metrics/health listener, on the one reactor that serves it.
+    http: Option<http::HttpEndpoint>,
     service: Arc<Service>,
     limits: Limits,
     scratch: Vec<u8>,
@@ -96,31 +108,23 @@ pub struct Reactor {
     last_reject_log: Option<Instant>,
 }
 
-/// A handle that stops a running reactor from another thread (tests, embedding).
-#[derive(Clone)]
-pub struct StopHandle(Arc<Waker>, Arc<std::sync::atomic::AtomicBool>);
-
-impl StopHandle {
-    pub fn stop(&self) {
-        self.1.store(true, Ordering::Release);
-        let _ = self.0.wake();
-    }
-}
-
 impl Reactor {
     /// Binds the listener (backlog = `server.max_connections`, as in the
-    /// original) and prepares the loop.
+    /// original) and prepares the loop: the single-reactor setup.
     pub fn bind(service: Arc<Service>) -> Result<(Reactor, StopHandle), ReactorError> {
+        Reactor::bind_with(service, ReactorOptions::default())
+    }
+
+    /// Binds with explicit [`ReactorOptions`] (one of several reactors).
+    pub fn bind_with(
+        service: Arc<Service>,
+        options: ReactorOptions,
+    ) -> Result<(Reactor, StopHandle), ReactorError> {
         let cfg = service.config();
-        let host = if cfg.server.host == "localhost" {
-            "127.0.0.1"
-        } else {
-            cfg.server.host.as_str()
+        let addr = match options.addr {
+            Some(a) => a,
+            None => configured_addr(cfg)?,
         };
-        let ip: std::net::IpAddr = host
-            .parse()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad host"))?;
-        let addr = SocketAddr::new(ip, cfg.server.port);
         let std_listener = bind_listener(addr, cfg.server.max_connections)
             .map_err(|source| ReactorError::Bind { addr, source })?;
         let mut listener = TcpListener::from_std(std_listener);
@@ -132,10 +136,23 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::channel();
         let notifier = Notifier::new(tx, Arc::clone(&waker));
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let signals = if options.signals {
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
 
+        let http = match (&cfg.metrics.listen, options.metrics) {
+            (Some(addr), true) => Some(http::HttpEndpoint::bind(
+                addr,
+                poll.registry(),
+                HTTP_LISTENER,
+            )?),
+            _ => None,
+        };
         let limits = Limits {
             connection_limit: cfg.server.connection_limit,
             max_message: cfg.server.max_message_bytes,
@@ -156,6 +173,9 @@ impl Reactor {
             completions: rx,
             notifier,
             signals,
+            on_drain: options.on_drain,
+            on_hangup: options.on_hangup,
+            http,
             service,
             limits,
             scratch,
@@ -172,6 +192,11 @@ impl Reactor {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|h| h.local_addr().ok())
     }
 
     /// Runs until a stop signal (or [`StopHandle::stop`]) and the bounded drain
@@ -205,15 +230,13 @@ impl Reactor {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {
-                        if stop.1.load(Ordering::Acquire) {
+                        if stop.requested() {
                             self.begin_drain("stop requested");
                         }
                     }
-                    SIGNALS => {
-                        let got: Vec<i32> = self.signals.pending().collect();
-                        if !got.is_empty() {
-                            self.begin_drain("signal received");
-                        }
+                    SIGNALS => self.on_signals(),
+                    token if token == HTTP_LISTENER || token.0 >= http::HTTP_BASE => {
+                        self.http_event(token)
                     }
                     Token(key) => {
                         if let Some(p) = self.peers.get_mut(key) {
@@ -314,9 +337,8 @@ impl Reactor {
         }
         entry.insert(Peer::new(stream, addr, generation, framer));
         stats.accepted.fetch_add(1, Ordering::Relaxed);
-        stats
-            .open_connections
-            .store(self.peers.len(), Ordering::Relaxed);
+        // add/sub, not store: several reactors share these counters.
+        stats.open_connections.fetch_add(1, Ordering::Relaxed);
         log::info!("connection opened: {addr} (open: {})", self.peers.len());
         // Data may already be waiting (edge-triggered: no event would say so).
         self.resume.push_back(key);
@@ -365,7 +387,7 @@ impl Reactor {
                     peer.readable = false;
                     peer.close_reason = "closed by client";
                 }
-                Ok(_) => {}
+                Ok(n) => METRICS.bytes_in(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     log::debug!("read from {}: {e}", peer.addr);
@@ -426,6 +448,7 @@ impl Reactor {
             return;
         };
         let stats = &self.service.stats;
+        let started = Instant::now();
         let request = match parse_request(payload, self.limits.max_depth) {
             Ok(r) => r,
             Err(bad) => {
@@ -436,6 +459,7 @@ impl Reactor {
                     bad.id.as_ref(),
                 );
                 stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                answered_now(None, ErrorCode::InvalidMessage, &[], started);
                 return;
             }
         };
@@ -446,6 +470,7 @@ impl Reactor {
                 request.id.as_ref(),
             );
             stats.requests_served.fetch_add(1, Ordering::Relaxed);
+            answered_now(None, ErrorCode::NotExistCommand, &[], started);
             return;
         };
         log::debug!("{}: request {}", peer.addr, cmd.name());
@@ -454,6 +479,7 @@ impl Reactor {
             Err(refusal) => {
                 peer.reply_error(refusal.code, &refusal.message, request.id.as_ref());
                 stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                answered_now(Some(cmd), refusal.code, &[], started);
                 return;
             }
         };
@@ -462,18 +488,23 @@ impl Reactor {
             Action::Reply(items) => {
                 peer.reply_now(rcmd, &items, request.id.as_ref());
                 stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                answered_now(Some(cmd), ErrorCode::NoError, &items, started);
             }
             Action::Cancel => {
                 peer.cancel.cancel_pending();
                 peer.reply_now(rcmd, &[Item::ok(None)], request.id.as_ref());
                 stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                answered_now(Some(cmd), ErrorCode::NoError, &[Item::ok(None)], started);
             }
             Action::Work(work) => {
+                METRICS.request(Some(cmd), ErrorCode::NoError);
                 let seq = peer.reply_later(rcmd, request.id, 1);
                 let ticket = Ticket {
                     key,
                     generation: peer.generation,
                     seq,
+                    cmd,
+                    started,
                 };
                 spawn_work(work, ticket, self.notifier.clone());
             }
@@ -488,13 +519,17 @@ impl Reactor {
                         request.id.as_ref(),
                     );
                     stats.requests_served.fetch_add(1, Ordering::Relaxed);
+                    answered_now(Some(cmd), ErrorCode::Busy, &[], started);
                     return;
                 }
+                METRICS.request(Some(cmd), ErrorCode::NoError);
                 let seq = peer.reply_later(rcmd, request.id, names.len());
                 let ticket = Ticket {
                     key,
                     generation: peer.generation,
                     seq,
+                    cmd,
+                    started,
                 };
                 let folder = self.service.image_folder();
                 let mut refused = Vec::new();
@@ -547,10 +582,19 @@ impl Reactor {
             return; // The connection closed; this slot now belongs to someone else.
         }
         let became_ready = match part {
-            Part::Whole(items) => peer.fill(ticket.seq, None, items),
-            Part::File { index, item } => peer.fill(ticket.seq, Some(index), vec![item]),
+            Part::Whole(items) => {
+                for item in &items {
+                    METRICS.item(ticket.cmd, item.error_code);
+                }
+                peer.fill(ticket.seq, None, items)
+            }
+            Part::File { index, item } => {
+                METRICS.item(ticket.cmd, item.error_code);
+                peer.fill(ticket.seq, Some(index), vec![item])
+            }
         };
         if became_ready {
+            METRICS.request_latency(ticket.started.elapsed());
             self.service
                 .stats
                 .requests_served
@@ -581,8 +625,11 @@ impl Reactor {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        let was_backpressured = peer.pending_output() >= self.limits.max_output;
-        match peer.flush() {
+        let pending = peer.pending_output();
+        let was_backpressured = pending >= self.limits.max_output;
+        let flushed = peer.flush();
+        METRICS.bytes_out(pending - peer.pending_output().min(pending));
+        match flushed {
             Ok(all_written) => {
                 let want_write = !all_written;
                 if want_write != peer.write_interest {
@@ -625,7 +672,7 @@ impl Reactor {
         self.service
             .stats
             .open_connections
-            .store(self.peers.len(), Ordering::Relaxed);
+            .fetch_sub(1, Ordering::Relaxed);
         log::info!(
             "connection closed: {} ({}; open: {})",
             peer.addr,
@@ -634,9 +681,29 @@ impl Reactor {
         );
     }
 
+    fn on_signals(&mut self) {
+        let got: Vec<i32> = match self.signals.as_mut() {
+            Some(s) => s.pending().collect(),
+            None => return,
+        };
+        for signal in got {
+            if signal == SIGHUP {
+                log::info!("SIGHUP: reopening the log file");
+                if let Some(hook) = self.on_hangup.as_mut() {
+                    hook();
+                }
+            } else {
+                self.begin_drain("signal received");
+            }
+        }
+    }
+
     fn begin_drain(&mut self, why: &str) {
         if self.drain_deadline.is_some() {
             return;
+        }
+        if let Some(mut hook) = self.on_drain.take() {
+            hook();
         }
         log::info!(
             "{why}: no longer accepting; finishing in-flight requests (up to {:?})",
@@ -656,6 +723,30 @@ impl Reactor {
         }
     }
 
+    /// One event of the metrics/health listener. `/readyz` turns 503 as soon
+    /// as this reactor drains (it keeps answering while replies are owed).
+    fn http_event(&mut self, token: Token) {
+        let Some(endpoint) = self.http.as_mut() else {
+            return;
+        };
+        let service = &self.service;
+        let draining = self.drain_deadline.is_some();
+        let answer = |route: http::Route| -> http::Answer {
+            match route {
+                http::Route::Healthz => http::Answer::text(200, "ok\n"),
+                http::Route::Readyz if draining => http::Answer::text(503, "draining\n"),
+                http::Route::Readyz => http::Answer::text(200, "ready\n"),
+                http::Route::Metrics => http::Answer {
+                    status: 200,
+                    content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    body: crate::metrics::Snapshot::take(gauges(service, !draining)).encode(),
+                },
+                http::Route::NotFound => http::Answer::text(404, "not found\n"),
+            }
+        };
+        endpoint.event(token, self.poll.registry(), &answer);
+    }
+
     fn timers(&mut self) {
         let now = Instant::now();
         if self.accept_paused_until.is_some_and(|t| now >= t) {
@@ -666,6 +757,9 @@ impl Reactor {
             return;
         }
         self.next_sweep = now + SWEEP_EVERY;
+        if let Some(h) = self.http.as_mut() {
+            h.sweep(self.poll.registry());
+        }
         let Some(idle) = self.limits.idle_timeout else {
             return;
         };
@@ -706,6 +800,31 @@ fn spawn_work(work: Work, ticket: Ticket, notifier: Notifier) {
     });
 }
 
+/// Counts a request answered at once (no worker involved).
+fn answered_now(cmd: Option<Command>, code: ErrorCode, items: &[Item], started: Instant) {
+    METRICS.request(cmd, code);
+    if let Some(cmd) = cmd {
+        for item in items {
+            METRICS.item(cmd, item.error_code);
+        }
+    }
+    METRICS.request_latency(started.elapsed());
+}
+
+/// The gauges `/metrics` reads from the service.
+fn gauges(service: &Service, ready: bool) -> crate::metrics::Gauges {
+    let s = &service.stats;
+    crate::metrics::Gauges {
+        open_connections: s.open_connections.load(Ordering::Relaxed) as u64,
+        accepted: s.accepted.load(Ordering::Relaxed),
+        rejected: s.rejected.load(Ordering::Relaxed),
+        queue_depth: service.inference().queue_depth() as u64,
+        queue_capacity: service.config().inference.queue_capacity as u64,
+        ready,
+        uptime_secs: s.started.elapsed().as_secs_f64(),
+    }
+}
+
 fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -713,11 +832,27 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-/// A non-blocking listener with the given backlog and SO_REUSEADDR.
-fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+/// `server.host:server.port` as a socket address.
+fn configured_addr(cfg: &crate::config::Config) -> io::Result<SocketAddr> {
+    let host = if cfg.server.host == "localhost" {
+        "127.0.0.1"
+    } else {
+        cfg.server.host.as_str()
+    };
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad host"))?;
+    Ok(SocketAddr::new(ip, cfg.server.port))
+}
+
+/// A non-blocking listener with the given backlog, SO_REUSEADDR and
+/// SO_REUSEPORT (always: sibling reactors and sibling processes may share the
+/// port; the kernel spreads new connections over every listener).
+pub(crate) fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
     }

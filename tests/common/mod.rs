@@ -55,32 +55,31 @@ impl TestServer {
         }
         let config_path = write_config(dir.path(), overrides);
         let stderr_path = dir.path().join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pear-server"))
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            return Err(format!("server did not start: {line:?}\n{err}"));
-        };
-        let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        let (child, addr) = spawn_server(&config_path, &stderr_path, &[])?;
         Ok(TestServer {
             addr,
             child,
             dir,
             stderr_path,
         })
+    }
+
+    /// SIGTERM, then start the binary again on the same folder and config
+    /// (a new port); `extra_env` is set for the new process.
+    pub fn restart(&mut self, extra_env: &[(&str, &str)]) -> Result<(), String> {
+        let status = self.terminate();
+        if !status.success() {
+            return Err(format!("server exited with {status:?}"));
+        }
+        let config_path = self.dir.path().join("server_config.yaml");
+        let (child, addr) = spawn_server(&config_path, &self.stderr_path, extra_env)?;
+        self.child = child;
+        self.addr = addr;
+        Ok(())
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("server_config.yaml")
     }
 
     pub fn models_dir(&self) -> PathBuf {
@@ -127,6 +126,53 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `pear-server --config CONFIG --host 127.0.0.1 --port 0`, appending
+/// its stderr to `stderr_path`, and waits for its "listening on" line.
+pub fn spawn_server(
+    config_path: &Path,
+    stderr_path: &Path,
+    extra_env: &[(&str, &str)],
+) -> Result<(Child, SocketAddr), String> {
+    spawn_server_with(config_path, stderr_path, extra_env, &["--port", "0"])
+}
+
+/// Like [`spawn_server`] with explicit extra arguments (e.g. a fixed port).
+pub fn spawn_server_with(
+    config_path: &Path,
+    stderr_path: &Path,
+    extra_env: &[(&str, &str)],
+    args: &[&str],
+) -> Result<(Child, SocketAddr), String> {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr_path)
+        .map_err(|e| e.to_string())?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pear-server"))
+        .arg("--config")
+        .arg(config_path)
+        .args(["--host", "127.0.0.1"])
+        .args(args)
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let Some(addr) = line.trim().strip_prefix("listening on ") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let err = std::fs::read_to_string(stderr_path).unwrap_or_default();
+        return Err(format!("server did not start: {line:?}\n{err}"));
+    };
+    let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    Ok((child, addr))
 }
 
 pub fn unsafe_kill(pid: u32, signal: i32) {

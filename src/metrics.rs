@@ -1,0 +1,423 @@
+//! Process-wide counters for `GET /metrics`, and their Prometheus text
+//! encoding through the `prometheus-client` crate.
+//!
+//! The hot path only touches plain atomics ([`METRICS`] is a `static`: no
+//! lock, no hash map, no allocation per request). At scrape time a
+//! [`Snapshot`] is copied out of the atomics and encoded through a
+//! `prometheus_client` collector into a fresh registry.
+//!
+//! Owns: the metric names, labels and bucket bounds. Never: does I/O or
+//! blocks; encoding is pure CPU over a few hundred numbers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::protocol::{Command, ErrorCode};
+
+/// Commands plus one slot for requests that never became a command
+/// (unparseable, unknown `cmd`).
+const CMD_SLOTS: usize = Command::ALL.len() + 1;
+const CODE_SLOTS: usize = ErrorCode::ALL.len();
+
+/// Request latency buckets, seconds.
+const LATENCY_BOUNDS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+/// Classifier batch size buckets.
+const BATCH_BOUNDS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// A histogram of atomics: per-bucket counts (not cumulative), a count and a
+/// sum in nanoseconds (or units for batch sizes).
+pub struct AtomicHistogram<const N: usize> {
+    bounds: [f64; N],
+    /// `buckets[N]` is the +Inf bucket.
+    buckets: [AtomicU64; 17],
+    count: AtomicU64,
+    sum_units: AtomicU64,
+    /// Units per 1.0 of the observed quantity (1e9 for seconds as ns).
+    scale: f64,
+}
+
+impl<const N: usize> AtomicHistogram<N> {
+    const fn new(bounds: [f64; N], scale: f64) -> Self {
+        assert!(N < 17);
+        AtomicHistogram {
+            bounds,
+            buckets: [const { AtomicU64::new(0) }; 17],
+            count: AtomicU64::new(0),
+            sum_units: AtomicU64::new(0),
+            scale,
+        }
+    }
+
+    pub fn observe(&self, value: f64) {
+        let i = self.bounds.iter().position(|&b| value <= b).unwrap_or(N);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_units
+            .fetch_add((value * self.scale) as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(N + 1);
+        for i in 0..=N {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let bound = if i < N { self.bounds[i] } else { f64::INFINITY };
+            buckets.push((bound, cumulative));
+        }
+        HistogramSnapshot {
+            // The count is the +Inf bucket, so the two always agree.
+            count: cumulative,
+            sum: self.sum_units.load(Ordering::Relaxed) as f64 / self.scale,
+            buckets,
+        }
+    }
+}
+
+/// Everything counted, process-wide. See [`METRICS`].
+pub struct Metrics {
+    requests: [[AtomicU64; CODE_SLOTS]; CMD_SLOTS],
+    items: [[AtomicU64; CODE_SLOTS]; CMD_SLOTS],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    http_requests: AtomicU64,
+    request_latency: AtomicHistogram<16>,
+    inference_latency: AtomicHistogram<16>,
+    batch_size: AtomicHistogram<9>,
+}
+
+/// The process's counters.
+pub static METRICS: Metrics = Metrics {
+    requests: [const { [const { AtomicU64::new(0) }; CODE_SLOTS] }; CMD_SLOTS],
+    items: [const { [const { AtomicU64::new(0) }; CODE_SLOTS] }; CMD_SLOTS],
+    bytes_in: AtomicU64::new(0),
+    bytes_out: AtomicU64::new(0),
+    http_requests: AtomicU64::new(0),
+    request_latency: AtomicHistogram::new(LATENCY_BOUNDS, 1e9),
+    inference_latency: AtomicHistogram::new(LATENCY_BOUNDS, 1e9),
+    batch_size: AtomicHistogram::new(BATCH_BOUNDS, 1.0),
+};
+
+fn cmd_slot(cmd: Option<Command>) -> usize {
+    match cmd {
+        Some(c) => Command::ALL
+            .iter()
+            .position(|&x| x == c)
+            .unwrap_or(CMD_SLOTS - 1),
+        None => CMD_SLOTS - 1,
+    }
+}
+
+fn cmd_label(slot: usize) -> &'static str {
+    Command::ALL.get(slot).map_or("none", |c| c.name())
+}
+
+impl Metrics {
+    /// One request answered or dispatched. `code` is the request-level
+    /// outcome: an error response's code, or `NoError` for a normal response
+    /// (whose items are counted by [`Metrics::item`]).
+    pub fn request(&self, cmd: Option<Command>, code: ErrorCode) {
+        self.requests[cmd_slot(cmd)][usize::from(code.as_u8())].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One item of a normal response (e.g. one classified file).
+    pub fn item(&self, cmd: Command, code: ErrorCode) {
+        self.items[cmd_slot(Some(cmd))][usize::from(code.as_u8())].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn bytes_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn bytes_out(&self, n: usize) {
+        if n > 0 {
+            self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn http_request(&self) {
+        self.http_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// From a request's frame being dispatched to its response being ready.
+    pub fn request_latency(&self, d: Duration) {
+        self.request_latency.observe(d.as_secs_f64());
+    }
+
+    /// One classifier batch: its size and how long inference took.
+    pub fn batch(&self, size: usize, d: Duration) {
+        self.batch_size.observe(size as f64);
+        self.inference_latency.observe(d.as_secs_f64());
+    }
+}
+
+/// Gauges that live elsewhere (the service's stats and queue), read at scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub open_connections: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub queue_depth: u64,
+    pub queue_capacity: u64,
+    pub ready: bool,
+    pub uptime_secs: f64,
+}
+
+#[derive(Debug, Clone)]
+struct HistogramSnapshot {
+    count: u64,
+    sum: f64,
+    buckets: Vec<(f64, u64)>,
+}
+
+/// The numbers of one scrape, copied out of the atomics.
+#[derive(Debug)]
+pub struct Snapshot {
+    gauges: Gauges,
+    requests: Vec<(usize, usize, u64)>,
+    items: Vec<(usize, usize, u64)>,
+    bytes_in: u64,
+    bytes_out: u64,
+    http_requests: u64,
+    request_latency: HistogramSnapshot,
+    inference_latency: HistogramSnapshot,
+    batch_size: HistogramSnapshot,
+}
+
+fn nonzero(table: &[[AtomicU64; CODE_SLOTS]; CMD_SLOTS]) -> Vec<(usize, usize, u64)> {
+    let mut out = Vec::new();
+    for (c, row) in table.iter().enumerate() {
+        for (e, v) in row.iter().enumerate() {
+            let v = v.load(Ordering::Relaxed);
+            if v > 0 {
+                out.push((c, e, v));
+            }
+        }
+    }
+    out
+}
+
+impl Snapshot {
+    pub fn take(gauges: Gauges) -> Snapshot {
+        let m = &METRICS;
+        Snapshot {
+            gauges,
+            requests: nonzero(&m.requests),
+            items: nonzero(&m.items),
+            bytes_in: m.bytes_in.load(Ordering::Relaxed),
+            bytes_out: m.bytes_out.load(Ordering::Relaxed),
+            http_requests: m.http_requests.load(Ordering::Relaxed),
+            request_latency: m.request_latency.snapshot(),
+            inference_latency: m.inference_latency.snapshot(),
+            batch_size: m.batch_size.snapshot(),
+        }
+    }
+
+    /// The Prometheus text exposition (OpenMetrics text, `# EOF` at the end).
+    pub fn encode(self) -> String {
+        let mut registry = Registry::with_prefix("pear");
+        registry.register_collector(Box::new(self));
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn gauge_f(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn histogram(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    h: &HistogramSnapshot,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.buckets, None)
+}
+
+fn by_cmd_and_code(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(usize, usize, u64)],
+) -> std::fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for &(c, code, v) in rows {
+        let labels = [
+            ("cmd", cmd_label(c).to_owned()),
+            ("error_code", code.to_string()),
+        ];
+        ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let g = &self.gauges;
+        gauge(
+            &mut e,
+            "open_connections",
+            "Open client connections",
+            g.open_connections as i64,
+        )?;
+        counter(
+            &mut e,
+            "accepted_connections",
+            "Client connections accepted",
+            g.accepted,
+        )?;
+        counter(
+            &mut e,
+            "rejected_connections",
+            "Client connections refused at the connection limit",
+            g.rejected,
+        )?;
+        by_cmd_and_code(
+            &mut e,
+            "requests",
+            "Requests by command and request-level error code (0 = a normal response)",
+            &self.requests,
+        )?;
+        by_cmd_and_code(
+            &mut e,
+            "response_items",
+            "Items of normal responses by command and error code (one per classified file)",
+            &self.items,
+        )?;
+        gauge(
+            &mut e,
+            "inference_queue_depth",
+            "Files waiting for inference",
+            g.queue_depth as i64,
+        )?;
+        gauge(
+            &mut e,
+            "inference_queue_capacity",
+            "Files the inference queue holds before answering busy",
+            g.queue_capacity as i64,
+        )?;
+        counter(
+            &mut e,
+            "received_bytes",
+            "Bytes read from clients",
+            self.bytes_in,
+        )?;
+        counter(
+            &mut e,
+            "sent_bytes",
+            "Bytes written to clients",
+            self.bytes_out,
+        )?;
+        counter(
+            &mut e,
+            "http_requests",
+            "Requests to the metrics/health listener",
+            self.http_requests,
+        )?;
+        histogram(
+            &mut e,
+            "request_latency_seconds",
+            "From a request being read to its response being ready to send",
+            &self.request_latency,
+        )?;
+        histogram(
+            &mut e,
+            "inference_latency_seconds",
+            "Time of one classifier batch (detector + classifier)",
+            &self.inference_latency,
+        )?;
+        histogram(
+            &mut e,
+            "inference_batch_size",
+            "Images per classifier batch",
+            &self.batch_size,
+        )?;
+        gauge(
+            &mut e,
+            "ready",
+            "1 when the model is loaded and the server accepts connections",
+            i64::from(g.ready),
+        )?;
+        gauge_f(
+            &mut e,
+            "uptime_seconds",
+            "Seconds since the server started",
+            g.uptime_secs,
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = AtomicHistogram::new([1.0, 2.0], 1.0);
+        h.observe(0.5);
+        h.observe(1.5);
+        h.observe(9.0);
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.buckets, vec![(1.0, 1), (2.0, 2), (f64::INFINITY, 3)]);
+    }
+
+    #[test]
+    fn encodes_prometheus_text() {
+        METRICS.request(Some(Command::CurrentModel), ErrorCode::NoError);
+        METRICS.request(None, ErrorCode::InvalidMessage);
+        METRICS.item(Command::Classify, ErrorCode::ResourceNotFound);
+        METRICS.request_latency(Duration::from_micros(70));
+        let text = Snapshot::take(Gauges {
+            open_connections: 3,
+            ready: true,
+            ..Gauges::default()
+        })
+        .encode();
+        assert!(text.contains("pear_open_connections 3"), "{text}");
+        assert!(
+            text.contains(r#"pear_requests_total{cmd="current_model",error_code="0"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"pear_requests_total{cmd="none",error_code="1"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"pear_response_items_total{cmd="classify",error_code="2"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"pear_request_latency_seconds_bucket{le="0.0001"}"#),
+            "{text}"
+        );
+        assert!(text.contains("pear_ready 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
