@@ -414,11 +414,11 @@ impl Service {
         match download::download_model(url, &self.model_folder(), &self.download_limits, &validate)
         {
             Ok(name) => {
-                log::info!("model downloaded from {url} as {name}");
+                log::info!("model downloaded from {url:?} as {name}");
                 Item::ok(Some(name))
             }
             Err(e) => {
-                log::warn!("download of {url} failed: {e}");
+                log::warn!("download of {url:?} failed: {e}");
                 let code = match e.error_code() {
                     1 => ErrorCode::InvalidMessage,
                     4 => ErrorCode::Timeout,

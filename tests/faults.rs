@@ -674,8 +674,6 @@ fn low_nofile_limit_keeps_serving_and_recovers() {
 /// slow downloads as there are workers must not stop other clients'
 /// classification for that long.
 #[test]
-#[ignore = "bug: 0x20 downloads (and 0x26 loads) run on the same rayon pool as inference; \
-            `inference.workers` slow downloads stall every client's 0x01 until they time out"]
 fn slow_downloads_do_not_stall_classification() {
     let server = TestServer::start(&[
         ("inference.workers", "2"),

@@ -780,8 +780,25 @@ impl Reactor {
 
 /// Runs blocking work on the rayon pool; a panic becomes an internal-error
 /// item instead of taking the process down (rayon aborts on panics in spawn).
+/// Management work (downloads, model loads, directory scans) runs on its own
+/// small pool, so a slow download can never hold the inference workers of the
+/// global pool (and so stall every client's classification).
+fn management_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(MANAGEMENT_THREADS)
+            .thread_name(|i| format!("pear-mgmt-{i}"))
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the management pool: {e}"))
+    })
+}
+
+/// Threads for management commands; more concurrent ones queue.
+const MANAGEMENT_THREADS: usize = 2;
+
 fn spawn_work(work: Work, ticket: Ticket, notifier: Notifier) {
-    rayon::spawn(move || {
+    management_pool().spawn(move || {
         let items = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
             Ok(items) => items,
             Err(_) => {
