@@ -284,3 +284,30 @@ fn stop_classification_cancels_queued_work() {
     let v = c.request(r#"{"cmd": 1, "request_data": ["normal_01.jpg"]}"#);
     assert_eq!(first_code(&v), 0);
 }
+
+#[test]
+fn model_swap_while_classifying() {
+    let server = TestServer::start(&[("inference.workers", "1")]);
+    std::fs::copy(
+        server.models_dir().join("pear_classifier.onnx"),
+        server.models_dir().join("spare.onnx"),
+    )
+    .unwrap();
+    let mut busy = server.client();
+    let names: Vec<&str> = vec!["\"normal_01.jpg\""; 100];
+    busy.send(format!(r#"{{"cmd": 1, "request_data": [{}]}}"#, names.join(",")).as_bytes());
+    let mut admin = server.client();
+    let v = admin.request(r#"{"cmd": 0x26, "request_data": ["spare.onnx"]}"#);
+    assert_eq!(v["response_data"][0]["result"], json!(2), "{v}");
+    // Every file of the running request is answered, by the old or the new model.
+    let v = busy.read_json_line();
+    let it = items(&v);
+    assert_eq!(it.len(), 100);
+    assert!(
+        it.iter()
+            .all(|i| i["error_code"] == json!(0) && i["label"] == json!("normal")),
+        "{v}"
+    );
+    let v = admin.request(r#"{"cmd": 0x22, "request_data": null}"#);
+    assert_eq!(v["response_data"][0]["file_name"], json!("spare.onnx"));
+}
