@@ -16,7 +16,7 @@ use super::metadata;
 use super::preprocess::{
     resize_normalize_into, softmax, ChwTarget, Normalize, Rect, IMAGENET_MEAN, IMAGENET_STD,
 };
-use super::session::SessionPool;
+use super::session::{ImageIo, SessionPool};
 use super::InferenceError;
 
 pub struct Classifier {
@@ -45,29 +45,9 @@ impl Classifier {
             what,
         };
         let session = pool.get();
-        let input = session
-            .inputs()
-            .first()
-            .ok_or_else(|| bad("classifier has no input".into()))?;
-        let output = session
-            .outputs()
-            .first()
-            .ok_or_else(|| bad("classifier has no output".into()))?;
-        let shape: Vec<i64> = input
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.to_vec())
-            .unwrap_or_default();
-        if shape.len() != 4 || (shape[1] > 0 && shape[1] != 3) {
-            return Err(bad(format!(
-                "classifier input must be [B, 3, H, W], found {shape:?}"
-            )));
-        }
-        let out_shape: Vec<i64> = output
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.to_vec())
-            .unwrap_or_default();
+        let io = ImageIo::read(&session, path, "classifier")?;
+        let shape = io.input_shape.clone();
+        let out_shape = io.output_shape.clone();
         if out_shape.len() != 2 {
             return Err(bad(format!(
                 "classifier output must be [B, K], found {out_shape:?}"
@@ -110,7 +90,7 @@ impl Classifier {
                 labels.push(format!("class_{}", labels.len()));
             }
         }
-        let (input_name, output_name) = (input.name().to_owned(), output.name().to_owned());
+        let (input_name, output_name) = (io.input_name, io.output_name);
         let dynamic_batch = shape[0] <= 0;
         drop(meta);
         drop(session);

@@ -15,7 +15,7 @@ use ort::value::TensorRef;
 
 use super::metadata;
 use super::preprocess::{letterbox_into, ChwTarget, Letterbox};
-use super::session::SessionPool;
+use super::session::{ImageIo, SessionPool};
 use super::InferenceError;
 
 /// One detected box, corners in some pixel space (input or source).
@@ -135,25 +135,9 @@ impl Detector {
             what,
         };
         let session = pool.get();
-        let input = session
-            .inputs()
-            .first()
-            .ok_or_else(|| bad("detector has no input".into()))?;
-        let output = session
-            .outputs()
-            .first()
-            .ok_or_else(|| bad("detector has no output".into()))?;
-        let shape: Vec<i64> = input
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.to_vec())
-            .unwrap_or_default();
-        if shape.len() != 4 || (shape[1] > 0 && shape[1] != 3) {
-            return Err(bad(format!(
-                "detector input must be [B, 3, H, W], found {shape:?}"
-            )));
-        }
-        let out_rank = output.dtype().tensor_shape().map(|s| s.len()).unwrap_or(0);
+        let io = ImageIo::read(&session, path, "detector")?;
+        let shape = io.input_shape.clone();
+        let out_rank = io.output_shape.len();
         if out_rank != 3 {
             return Err(bad(format!(
                 "detector output must be [B, 4+nc, N], found rank {out_rank}"
@@ -175,7 +159,7 @@ impl Detector {
         if input_h == 0 || input_w == 0 {
             return Err(bad("detector input size is unknown (img_size is 0)".into()));
         }
-        let (input_name, output_name) = (input.name().to_owned(), output.name().to_owned());
+        let (input_name, output_name) = (io.input_name, io.output_name);
         let dynamic_batch = shape[0] <= 0;
         drop(meta);
         drop(session);

@@ -79,3 +79,46 @@ impl SessionPool {
             .unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Names and shapes of an image model's first input and output, with the input
+/// checked to be `[B, 3, H, W]`. Shared by the detector and the classifier.
+pub struct ImageIo {
+    pub input_name: String,
+    pub output_name: String,
+    pub input_shape: Vec<i64>,
+    pub output_shape: Vec<i64>,
+}
+
+impl ImageIo {
+    /// Reads the I/O of `session`; `role` ("detector", "classifier") names the
+    /// model in error messages.
+    pub fn read(session: &Session, path: &Path, role: &str) -> Result<ImageIo, InferenceError> {
+        let bad = |what: String| InferenceError::Incompatible {
+            path: path.display().to_string(),
+            what,
+        };
+        let input = session
+            .inputs()
+            .first()
+            .ok_or_else(|| bad(format!("{role} has no input")))?;
+        let output = session
+            .outputs()
+            .first()
+            .ok_or_else(|| bad(format!("{role} has no output")))?;
+        let shape_of = |t: &ort::value::ValueType| -> Vec<i64> {
+            t.tensor_shape().map(|s| s.to_vec()).unwrap_or_default()
+        };
+        let input_shape = shape_of(input.dtype());
+        if input_shape.len() != 4 || (input_shape[1] > 0 && input_shape[1] != 3) {
+            return Err(bad(format!(
+                "{role} input must be [B, 3, H, W], found {input_shape:?}"
+            )));
+        }
+        Ok(ImageIo {
+            input_name: input.name().to_owned(),
+            output_name: output.name().to_owned(),
+            input_shape,
+            output_shape: shape_of(output.dtype()),
+        })
+    }
+}
