@@ -484,6 +484,14 @@ impl Reactor {
             }
         };
         let rcmd = cmd.response_code();
+        let generation = peer.generation;
+        let ticket_for = |seq| Ticket {
+            key,
+            generation,
+            seq,
+            cmd,
+            started,
+        };
         match action {
             Action::Reply(items) => {
                 peer.reply_now(rcmd, &items, request.id.as_ref());
@@ -499,13 +507,7 @@ impl Reactor {
             Action::Work(work) => {
                 METRICS.request(Some(cmd), ErrorCode::NoError);
                 let seq = peer.reply_later(rcmd, request.id, 1);
-                let ticket = Ticket {
-                    key,
-                    generation: peer.generation,
-                    seq,
-                    cmd,
-                    started,
-                };
+                let ticket = ticket_for(seq);
                 spawn_work(work, ticket, self.notifier.clone());
             }
             Action::Classify(names) => {
@@ -524,13 +526,7 @@ impl Reactor {
                 }
                 METRICS.request(Some(cmd), ErrorCode::NoError);
                 let seq = peer.reply_later(rcmd, request.id, names.len());
-                let ticket = Ticket {
-                    key,
-                    generation: peer.generation,
-                    seq,
-                    cmd,
-                    started,
-                };
+                let ticket = ticket_for(seq);
                 let folder = self.service.image_folder();
                 let mut refused = Vec::new();
                 for (index, name) in names.into_iter().enumerate() {
