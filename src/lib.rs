@@ -7,6 +7,7 @@
 //! through a channel plus a `mio::Waker`. [`config`] owns the YAML file and the
 //! CLI overrides; [`paths`] decides which client-supplied names may be used.
 
+pub mod cli;
 pub mod config;
 pub mod download;
 pub mod inference;

@@ -11,7 +11,8 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use pear_server::cli::FramingArg;
 use pear_server::protocol::{
     encode_frame, Command, ErrorCode, FrameError, Framer, Framing, FramingMode,
 };
@@ -37,26 +38,6 @@ Examples:
   pear-client --addr 10.0.0.5:9090 --framing binary --json models
 
 Exit code: 0 if every item has error_code 0, 1 otherwise, 2 for usage or connection errors.";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum FramingArg {
-    /// JSON stream: the request, then a newline.
-    Json,
-    /// 4-byte big-endian length prefix.
-    Binary,
-    /// 64-byte decimal length header.
-    Decimal,
-}
-
-impl FramingArg {
-    fn framing(self) -> Framing {
-        match self {
-            FramingArg::Json => Framing::JsonStream,
-            FramingArg::Binary => Framing::BinaryLength,
-            FramingArg::Decimal => Framing::DecimalHeader,
-        }
-    }
-}
 
 /// Command-line client for pear-server.
 #[derive(Debug, Parser)]

@@ -26,8 +26,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
-use pear_server::protocol::{encode_frame, Framing};
+use clap::Parser;
+use pear_server::cli::FramingArg;
+use pear_server::protocol::encode_frame;
 use serde::Serialize;
 
 use idle::{IdleError, IdleSet};
@@ -45,34 +46,6 @@ const MAX_PIPELINE: usize = 1024;
 const MAX_PAYLOADS: usize = 100_000;
 /// File descriptors kept spare for the poll instances, stdio and the like.
 const SPARE_FDS: u64 = 64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum FramingArg {
-    /// JSON stream: the request, then a newline.
-    Json,
-    /// 4-byte big-endian length prefix.
-    Binary,
-    /// 64-byte decimal length header.
-    Decimal,
-}
-
-impl FramingArg {
-    fn framing(self) -> Framing {
-        match self {
-            FramingArg::Json => Framing::JsonStream,
-            FramingArg::Binary => Framing::BinaryLength,
-            FramingArg::Decimal => Framing::DecimalHeader,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            FramingArg::Json => "json",
-            FramingArg::Binary => "binary",
-            FramingArg::Decimal => "decimal",
-        }
-    }
-}
 
 /// Closed-loop load generator for pear-server (loopback only).
 #[derive(Debug, Parser)]
