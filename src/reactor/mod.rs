@@ -102,6 +102,10 @@ pub struct Reactor {
     /// Peers with more to do without waiting for an event (fairness, resumed reads).
     resume: VecDeque<usize>,
     accept_paused_until: Option<Instant>,
+    /// The clock read once per loop turn, right after `poll` returns: a
+    /// request's start time and a peer's last activity. One clock read per
+    /// turn instead of two per request on the hot path.
+    now: Instant,
     next_sweep: Instant,
     drain_deadline: Option<Instant>,
     rejected_since_log: u64,
@@ -182,6 +186,7 @@ impl Reactor {
             dirty: Vec::new(),
             resume: VecDeque::new(),
             accept_paused_until: None,
+            now: Instant::now(),
             next_sweep: Instant::now() + SWEEP_EVERY,
             drain_deadline: None,
             rejected_since_log: 0,
@@ -226,6 +231,7 @@ impl Reactor {
                 }
                 return Err(e);
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
@@ -242,6 +248,9 @@ impl Reactor {
                         if let Some(p) = self.peers.get_mut(key) {
                             if event.is_readable() || event.is_read_closed() || event.is_error() {
                                 p.readable = true;
+                            }
+                            if event.is_read_closed() || event.is_error() {
+                                p.hung_up = true;
                             }
                         }
                         self.drive(key);
@@ -381,7 +390,7 @@ impl Reactor {
                 break;
             }
             reads += 1;
-            match peer.read_some(&mut self.scratch) {
+            match peer.read_some(&mut self.scratch, self.now) {
                 Ok(0) => {
                     peer.phase = Phase::Closing;
                     peer.readable = false;
@@ -448,7 +457,7 @@ impl Reactor {
             return;
         };
         let stats = &self.service.stats;
-        let started = Instant::now();
+        let started = self.now;
         let request = match parse_request(payload, self.limits.max_depth) {
             Ok(r) => r,
             Err(bad) => {
