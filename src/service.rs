@@ -85,7 +85,24 @@ struct Folders {
 #[derive(Debug, Clone)]
 struct LoadedModels {
     classifier: PathBuf,
+    /// `classifier`'s file name, worked out once per swap: 0x22 answers it on
+    /// the reactor's hot path.
+    classifier_name: String,
     detector: Option<PathBuf>,
+}
+
+impl LoadedModels {
+    fn new(classifier: PathBuf, detector: Option<PathBuf>) -> LoadedModels {
+        LoadedModels {
+            classifier_name: file_name(&classifier),
+            classifier,
+            detector,
+        }
+    }
+
+    fn set_classifier(&mut self, classifier: PathBuf) {
+        *self = LoadedModels::new(classifier, self.detector.take());
+    }
 }
 
 /// Shared state behind every command. One per server, behind an `Arc`.
@@ -163,10 +180,7 @@ impl Service {
         };
         Ok(Service {
             folders: RwLock::new(Folders { images, models }),
-            loaded: RwLock::new(LoadedModels {
-                classifier,
-                detector,
-            }),
+            loaded: RwLock::new(LoadedModels::new(classifier, detector)),
             inference,
             pipeline_options,
             download_limits,
@@ -217,7 +231,7 @@ impl Service {
     /// File name of the classifier in use.
     pub fn current_model(&self) -> String {
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        file_name(&loaded.classifier)
+        loaded.classifier_name.clone()
     }
 
     /// Validates a request and decides how to answer it. Runs on the reactor:
@@ -351,7 +365,7 @@ impl Service {
         match Pipeline::load(&path, detector.as_deref(), &self.pipeline_options) {
             Ok(pipeline) => {
                 self.inference.swap(pipeline);
-                write(&self.loaded).classifier = path;
+                write(&self.loaded).set_classifier(path);
                 log::info!("model changed to {name}");
                 // Read the live value under the state lock: with concurrent changes
                 // the last write holds the value actually in use.

@@ -258,14 +258,54 @@ fn write_json<T: Serialize>(out: &mut Vec<u8>, value: &T) {
 
 /// Compact JSON `{"cmd":cmd,"response_data":[items..],"request_data":null}` plus `"id"`
 /// last when `Some`. Appends to `out` (no trailing newline; framing adds it).
+///
+/// Written by hand rather than through serde: the keys are fixed ASCII, so only
+/// the values go through `serde_json`'s escaping. The bytes are the same as
+/// serialising the envelope with serde (`Item`'s `Serialize` gives the key order;
+/// a test checks both agree). On the 0x22 path this took the encoder from about
+/// 1,200 to 400 instructions per response (callgrind, `tools/p1-ab.sh` notes).
 pub fn encode_response(cmd: i64, items: &[Item], id: Option<&Value>, out: &mut Vec<u8>) {
-    let envelope = Envelope {
-        cmd: Some(cmd),
-        response_data: items,
-        request_data: (),
-        id,
-    };
-    write_json(out, &envelope);
+    out.extend_from_slice(b"{\"cmd\":");
+    out.extend_from_slice(itoa::Buffer::new().format(cmd).as_bytes());
+    out.extend_from_slice(b",\"response_data\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item.write_json(out);
+    }
+    out.extend_from_slice(b"],\"request_data\":null");
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        write_json(out, id);
+    }
+    out.push(b'}');
+}
+
+impl Item {
+    /// This item as compact JSON, keys in the order of its `Serialize` impl.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"file_name\":");
+        match &self.file_name {
+            Some(name) => write_json(out, name),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"result\":");
+        write_json(out, &self.result);
+        out.extend_from_slice(b",\"error_code\":");
+        out.extend_from_slice(
+            itoa::Buffer::new()
+                .format(self.error_code.as_u8())
+                .as_bytes(),
+        );
+        for (key, value) in &self.extra {
+            out.push(b',');
+            write_json(out, key);
+            out.push(b':');
+            write_json(out, value);
+        }
+        out.push(b'}');
+    }
 }
 
 /// `{"cmd":null,"response_data":[{"file_name":null,"result":null,"error_code":N,"message":"..."}],"request_data":null}`
@@ -487,6 +527,37 @@ mod tests {
                 r#"],"request_data":null}"#
             )
         );
+    }
+
+    #[test]
+    fn hand_written_encoder_matches_serde() {
+        let items = [
+            Item::ok(Some("we\"ird\\name\n\u{1}é.jpg".into()))
+                .with("label", json!("scab"))
+                .with("confidence", json!(0.125))
+                .with("bbox", json!([0, -1, 2.5, null])),
+            Item::failed(None, ErrorCode::Timeout, "slow \"file\"\t").with_result(Value::Null),
+            Item::ok(Some(String::new())).with_result(json!({"nested": [1, {"a": "b"}]})),
+        ];
+        for id in [None, Some(json!("abc")), Some(json!({"n": [7, "x\u{7f}"]}))] {
+            for n in 0..=items.len() {
+                for cmd in [0_i64, 0x23, -5, i64::MAX] {
+                    let mut ours = Vec::new();
+                    encode_response(cmd, &items[..n], id.as_ref(), &mut ours);
+                    let serde = serde_json::to_vec(&Envelope {
+                        cmd: Some(cmd),
+                        response_data: &items[..n],
+                        request_data: (),
+                        id: id.as_ref(),
+                    })
+                    .unwrap();
+                    assert_eq!(
+                        String::from_utf8_lossy(&ours),
+                        String::from_utf8_lossy(&serde)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
