@@ -30,7 +30,7 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -360,7 +360,7 @@ impl Inner {
                 if let Some(h) = &hook {
                     h(&q.job.name);
                 }
-                load_image(&q.job)
+                load_image(&q.job.folder, &q.job.name)
             }));
             match loaded {
                 Ok(Ok(img)) => {
@@ -413,10 +413,12 @@ fn finish(q: Queued, outcome: FileOutcome) {
     }
 }
 
-/// Resolves, reads and decodes one job's file (on the worker).
-fn load_image(job: &ClassifyJob) -> Result<DynamicImage, FileOutcome> {
-    let not_found = || FileOutcome::NotFound(format!("{}: not found", job.name));
-    let path = crate::paths::resolve_confined(&job.folder, &job.name).map_err(|_| not_found())?;
+/// Resolves `name` inside `folder`, reads and decodes it: the per-file work a worker
+/// does before inference (also run by `pear-bench --raw-pipeline`). `name` must
+/// already have passed `crate::paths::check_name`.
+pub fn load_image(folder: &Path, name: &str) -> Result<DynamicImage, FileOutcome> {
+    let not_found = || FileOutcome::NotFound(format!("{name}: not found"));
+    let path = crate::paths::resolve_confined(folder, name).map_err(|_| not_found())?;
     let file = std::fs::File::open(&path).map_err(|_| not_found())?;
     let meta = file.metadata().map_err(|_| not_found())?;
     if !meta.is_file() {
@@ -425,15 +427,14 @@ fn load_image(job: &ClassifyJob) -> Result<DynamicImage, FileOutcome> {
     let len = meta.len();
     if len > MAX_IMAGE_BYTES {
         return Err(FileOutcome::Undecodable(format!(
-            "{}: larger than {MAX_IMAGE_BYTES} bytes",
-            job.name
+            "{name}: larger than {MAX_IMAGE_BYTES} bytes"
         )));
     }
     let mut bytes = Vec::with_capacity(len as usize);
     file.take(MAX_IMAGE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|_| not_found())?;
-    decode_image(&bytes).map_err(|e| FileOutcome::Undecodable(format!("{}: {e}", job.name)))
+    decode_image(&bytes).map_err(|e| FileOutcome::Undecodable(format!("{name}: {e}")))
 }
 
 /// Decodes jpg/png bytes (format sniffed from the content) with size limits.

@@ -24,7 +24,7 @@ const MAX_RESPONSE: usize = 16 << 20;
 /// Initial size of a connection's input buffer.
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest latency the histograms hold, in nanoseconds (60 s).
-const MAX_LATENCY_NS: u64 = 60_000_000_000;
+pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
 /// Errors that stop a load thread before it produces numbers.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! `pear-bench`: a closed-loop load generator for pear-server (and redis-server, as the
-//! baseline), built on `mio` like the server itself.
+//! baseline), built on `mio` like the server itself; `--raw-pipeline` runs the server's
+//! classification work in process instead, the baseline for images/s (see `raw`).
 //!
 //! Owns the command line, the split of connections over threads, idle connections, and
 //! the report: one JSON line on stdout (`mode, conns, pipeline, rps, p50_us, p90_us,
@@ -12,10 +13,13 @@
 //! pear-bench --addr 127.0.0.1:9090 --conns 64 --pipeline 16 --duration 5 --warmup 1
 //! pear-bench --redis --addr 127.0.0.1:6379 --conns 64
 //! pear-bench --idle-only --idle 19000 --duration 60     # prints a line once all are open
+//! pear-bench --raw-pipeline --config config/server_config.yaml \
+//!     --payload '{"cmd":1,"request_data":["normal_01.jpg"]}'   # no server: see `raw`
 //! ```
 
 mod idle;
 mod load;
+mod raw;
 mod sys;
 
 use std::io::Write;
@@ -57,7 +61,9 @@ const SPARE_FDS: u64 = 64;
         pear-bench --payload '{\"cmd\":1,\"request_data\":[\"normal_01.jpg\"]}' --conns 8\n  \
         pear-bench --redis --addr 127.0.0.1:6379 --conns 64 --pipeline 16\n  \
         pear-bench --idle 19000 --conns 64          # active load with idle connections held\n  \
-        pear-bench --idle-only --idle 19000 --duration 120\n\n\
+        pear-bench --idle-only --idle 19000 --duration 120\n  \
+        pear-bench --raw-pipeline --config config/server_config.yaml \
+        --payload '{\"cmd\":1,\"request_data\":[\"normal_01.jpg\"]}'\n\n\
         Output: one JSON line on stdout, one human-readable line on stderr."
 )]
 struct Args {
@@ -99,6 +105,14 @@ struct Args {
     /// Benchmark redis-server instead: inline `PING\r\n`, expecting `+PONG\r\n`.
     #[arg(long)]
     redis: bool,
+    /// No server: run the raw pipeline in process (the server's models, image folder and
+    /// inference.workers from --config; read + decode + classify each file of the 0x01
+    /// payload, one image at a time per worker). Reports images/s as mode "raw".
+    #[arg(long, conflicts_with_all = ["redis", "idle_only", "idle"])]
+    raw_pipeline: bool,
+    /// With --raw-pipeline: the server config to take models, image folder and workers from.
+    #[arg(long, default_value = "config/server_config.yaml")]
+    config: PathBuf,
     /// Most requests sent in total (warm-up included).
     #[arg(long, default_value_t = 1_000_000_000)]
     max_requests: u64,
@@ -125,6 +139,8 @@ enum BenchError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Idle(#[from] IdleError),
+    #[error(transparent)]
+    Raw(#[from] raw::RawError),
     #[error("a load thread panicked")]
     ThreadPanic,
 }
@@ -286,9 +302,12 @@ fn check(args: &Args) -> Result<(), BenchError> {
 
 fn run(args: &Args) -> Result<(), BenchError> {
     check(args)?;
-    let target = loopback_target(&args.addr)?;
     let duration = seconds(args.duration, "duration")?;
     let warmup = seconds(args.warmup, "warmup")?;
+    if args.raw_pipeline {
+        return run_raw(args, duration, warmup);
+    }
+    let target = loopback_target(&args.addr)?;
 
     let active = if args.idle_only { 0 } else { args.conns };
     let needed = (active + args.idle) as u64 + SPARE_FDS;
@@ -413,6 +432,40 @@ fn run(args: &Args) -> Result<(), BenchError> {
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+/// `--raw-pipeline`: the in-process baseline, reported like a network run (mode "raw",
+/// conns = threads = the server's inference workers, one "request" = one image).
+fn run_raw(args: &Args, duration: Duration, warmup: Duration) -> Result<(), BenchError> {
+    let plan = raw::RawPlan {
+        config: args.config.clone(),
+        payloads: payloads(args)?,
+        warmup,
+        duration,
+        max_requests: args.max_requests,
+    };
+    let run = raw::run(&plan)?;
+    let mut report = summarize(args, &run.outcomes, duration, warmup, 0, 0)?;
+    report.mode = "raw";
+    report.conns = run.workers;
+    report.pipeline = 1;
+    report.threads = run.workers;
+    report.framing = "none";
+    print_json(&report);
+    eprintln!(
+        "raw pipeline, {} workers ({}{}): {:.1} images/s, p50 {:.1} ms, p99 {:.1} ms, \
+         max {:.1} ms, {} images, {} errors",
+        run.workers,
+        run.model,
+        if run.detector { " + detector" } else { "" },
+        report.rps,
+        report.p50_us / 1000.0,
+        report.p99_us / 1000.0,
+        report.max_us / 1000.0,
+        report.requests,
+        report.errors,
     );
     Ok(())
 }
