@@ -69,6 +69,9 @@ pub struct Outcome {
     pub errors: u64,
     /// Connections lost (closed by the server or failed) during the run.
     pub io_errors: u64,
+    /// How much of the measuring window ran: the whole `duration`, or less when
+    /// the request budget ran out first.
+    pub measured: Duration,
 }
 
 /// A fresh, empty latency histogram.
@@ -325,7 +328,10 @@ pub fn run(plan: &Plan, wire: &Wire, slots: Vec<ConnSlot>) -> Result<Outcome, Lo
     let mut events = Events::with_capacity(1024);
     loop {
         let now = Instant::now();
-        if now >= hard_end || (now >= stop_at && tally.outstanding == 0) {
+        // Done: time is up, or the request budget is spent and answered (the
+        // run then ends early instead of idling until `stop_at`).
+        let spent = tally.sent >= budget && tally.outstanding == 0;
+        if now >= hard_end || (now >= stop_at && tally.outstanding == 0) || spent {
             break;
         }
         if conns.iter().all(|c| !c.alive) {
@@ -367,11 +373,15 @@ pub fn run(plan: &Plan, wire: &Wire, slots: Vec<ConnSlot>) -> Result<Outcome, Lo
             }
         }
     }
+    let measured = Instant::now()
+        .min(stop_at)
+        .saturating_duration_since(measure_from);
     Ok(Outcome {
         hist: tally.hist,
         requests: tally.requests,
         errors: tally.errors,
         io_errors: tally.io_errors,
+        measured,
     })
 }
 

@@ -489,7 +489,13 @@ fn summarize(
     }
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let round = |v: f64| (v * 10.0).round() / 10.0;
-    let secs = duration.as_secs_f64();
+    // A run cut short by --max-requests measured less than --duration.
+    let secs = outcomes
+        .iter()
+        .map(|o| o.measured)
+        .max()
+        .unwrap_or(duration)
+        .as_secs_f64();
     Ok(Report {
         mode: if args.redis { "redis" } else { "pear" },
         conns: args.conns,

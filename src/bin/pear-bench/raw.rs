@@ -188,6 +188,7 @@ fn worker(
         requests: 0,
         errors: 0,
         io_errors: 0,
+        measured: duration,
     };
     let t0 = Instant::now();
     let measure_from = t0 + warmup;
@@ -216,5 +217,8 @@ fn worker(
             }
         }
     }
+    out.measured = Instant::now()
+        .min(stop_at)
+        .saturating_duration_since(measure_from);
     Ok(out)
 }
