@@ -108,8 +108,34 @@ pub struct Reactor {
     now: Instant,
     next_sweep: Instant,
     drain_deadline: Option<Instant>,
-    rejected_since_log: u64,
-    last_reject_log: Option<Instant>,
+    /// Connection-limit rejections and accept's fd exhaustion can repeat many
+    /// times a second; each is logged at most once a second, with a count.
+    reject_log: LogLimiter,
+    fd_exhaustion_log: LogLimiter,
+}
+
+/// A warning that may repeat many times a second: written at most once a
+/// second, saying how many times it happened since the last line.
+#[derive(Debug, Default)]
+struct LogLimiter {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl LogLimiter {
+    /// Counts one occurrence at `now`; returns the occurrences since the last
+    /// line (this one included) when a line is due.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.count += 1;
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
 }
 
 impl Reactor {
@@ -189,8 +215,8 @@ impl Reactor {
             now: Instant::now(),
             next_sweep: Instant::now() + SWEEP_EVERY,
             drain_deadline: None,
-            rejected_since_log: 0,
-            last_reject_log: None,
+            reject_log: LogLimiter::default(),
+            fd_exhaustion_log: LogLimiter::default(),
         };
         Ok((reactor, StopHandle(waker, stop_flag)))
     }
@@ -296,8 +322,13 @@ impl Reactor {
                     // Out of file descriptors: stop accepting for a moment
                     // instead of spinning on the same error; existing peers
                     // keep being served.
-                    log::warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    let now = Instant::now();
+                    if let Some(n) = self.fd_exhaustion_log.hit(now) {
+                        log::warn!(
+                            "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?} ({n} time(s) since the last such line)"
+                        );
+                    }
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -354,19 +385,11 @@ impl Reactor {
     }
 
     fn log_rejection(&mut self, addr: SocketAddr) {
-        self.rejected_since_log += 1;
-        let now = Instant::now();
-        let due = self
-            .last_reject_log
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
-        if due {
+        if let Some(n) = self.reject_log.hit(Instant::now()) {
             log::warn!(
-                "connection limit {} reached: closed {} new connection(s) (latest from {addr})",
+                "connection limit {} reached: closed {n} new connection(s) (latest from {addr})",
                 self.limits.connection_limit,
-                self.rejected_since_log
             );
-            self.rejected_since_log = 0;
-            self.last_reject_log = Some(now);
         }
     }
 
@@ -882,4 +905,22 @@ pub(crate) fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::n
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limiter_writes_once_a_second_with_the_count() {
+        let mut limiter = LogLimiter::default();
+        let t0 = Instant::now();
+        assert_eq!(limiter.hit(t0), Some(1));
+        for ms in [100, 200, 900] {
+            assert_eq!(limiter.hit(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(limiter.hit(t0 + Duration::from_millis(1000)), Some(4));
+        assert_eq!(limiter.hit(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(limiter.hit(t0 + Duration::from_millis(5000)), Some(2));
+    }
 }
