@@ -67,12 +67,14 @@ SERVER=$ROOT/target/release/pear-server
 BENCH=$ROOT/target/release/pear-bench
 CLIENT=$ROOT/target/release/pear-client
 
-# config MAX_BATCH: a copy of the shipped config with absolute paths and a temp log.
+# config MAX_BATCH [WORKERS]: a copy of the shipped config with absolute paths and a
+# temp log (WORKERS 0 = one per core, as shipped).
 config() {
-    local cfg=$WORK/server_config_b$1.yaml
+    local cfg=$WORK/server_config_b$1_w${2:-0}.yaml
     sed -e "s#\"\.\./#\"$ROOT/#g" \
         -e "s#^\(  file:\).*#\1 \"$WORK/server.log\"#" \
         -e "s#^\(  max_batch:\) *[0-9]*#\1 $1#" \
+        -e "s#^\(  workers:\) *[0-9]*#\1 ${2:-0}#" \
         config/server_config.yaml >"$cfg"
     "$SERVER" --config "$cfg" --check-config >/dev/null
     echo "$cfg"
@@ -82,7 +84,7 @@ config() {
 start_server() {
     local out=$WORK/server.out i
     : >"$out"
-    "$SERVER" --config "$1" --host 127.0.0.1 --port 0 >"$out" 2>>"$WORK/server.err" &
+    $PIN_SERVER "$SERVER" --config "$1" --host 127.0.0.1 --port 0 >"$out" 2>>"$WORK/server.err" &
     SRV_PID=$!
     PIDS+=("$SRV_PID")
     for i in $(seq 300); do
@@ -96,7 +98,7 @@ start_server() {
 
 # run_bench ARGS...: one pear-bench run; prints its JSON line (human line to the log).
 run_bench() {
-    "$BENCH" --duration "$DUR" --warmup "$WARM" "$@" 2>>"$WORK/bench.err" | tail -n1
+    $PIN_CLIENT "$BENCH" --duration "$DUR" --warmup "$WARM" "$@" 2>>"$WORK/bench.err" | tail -n1
     tail -n1 "$WORK/bench.err" >&2
 }
 
@@ -118,10 +120,21 @@ FACTS="| nproc | $(nproc) |
 
 CFG8=$(config 8)
 CFG1=$(config 1)
+CFG1W1=$(config 1 1)
+
+# P1 pins the servers (pear-server and redis-server alike) to CPU 0 and pear-bench to
+# CPU 1, so the server under test and the load generator never queue for one core;
+# unpinned, a cell's result depended on how the scheduler happened to place them.
+PIN_SERVER=""
+PIN_CLIENT=""
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    PIN_SERVER="taskset -c 0"
+    PIN_CLIENT="taskset -c 1"
+fi
 
 # ---------------------------------------------------------------- P1
 log "P1: 0x22 vs redis PING"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+$PIN_SERVER redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --protected-mode no --daemonize no --logfile "$WORK/redis.log" &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
@@ -131,8 +144,9 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 start_server "$CFG8"
-note_cmd "pear-bench --addr $SRV_ADDR --conns C --pipeline D --duration $DUR --warmup $WARM"
-note_cmd "pear-bench --redis --addr 127.0.0.1:$REDIS_PORT --conns C --pipeline D --duration $DUR --warmup $WARM"
+note_cmd "$PIN_SERVER pear-server ... ; $PIN_SERVER redis-server ...   # P1 only"
+note_cmd "$PIN_CLIENT pear-bench --addr $SRV_ADDR --conns C --pipeline D --duration $DUR --warmup $WARM"
+note_cmd "$PIN_CLIENT pear-bench --redis --addr 127.0.0.1:$REDIS_PORT --conns C --pipeline D --duration $DUR --warmup $WARM"
 P1="| conns | pipeline | pear 0x22 rps | pear p99 (µs) | redis PING rps | redis p99 (µs) | pear / redis | errors |
 |---:|---:|---:|---:|---:|---:|---:|---:|"
 BASE_P99_64=""
@@ -152,6 +166,23 @@ for d in 1 16; do
 done
 stop "$REDIS_PID"
 stop "$SRV_PID"
+PIN_SERVER=""
+PIN_CLIENT=""
+
+# Instructions per request (callgrind): the part of P1 that machine load cannot move.
+CG="(skipped: BENCH_CALLGRIND=0)"
+if [ "${BENCH_CALLGRIND:-1}" = 1 ]; then
+    log "P1: callgrind, instructions per request"
+    CGJ=$(tools/p1-callgrind.sh "$SERVER" 20000 64 2>>"$WORK/bench.err" | tail -n1 || true)
+    if [ -n "$CGJ" ]; then
+        CG="| pear 0x22 instructions/request | redis PING instructions/request | pear / redis |
+|---:|---:|---:|
+| $(field pear_instr_per_req <<<"$CGJ") | $(field redis_instr_per_req <<<"$CGJ") | $(field pear_over_redis <<<"$CGJ")× |"
+    else
+        CG="(tools/p1-callgrind.sh failed; see its output)"
+    fi
+    note_cmd "tools/p1-callgrind.sh target/release/pear-server 20000 64"
+fi
 
 # ---------------------------------------------------------------- P2
 log "P2: $IDLE idle connections + 64 active"
@@ -180,12 +211,24 @@ stop "$IDLE_PID"
 stop "$SRV_PID"
 note_cmd "pear-bench --addr $SRV_ADDR --idle-only --idle $IDLE --duration N &   # then:"
 note_cmd "pear-bench --addr $SRV_ADDR --conns 64 --duration $DUR --warmup $WARM"
+log "P2: 100k idle connections over several servers (tools/c100k.sh)"
+C100K=$(C100K_DURATION=$DUR C100K_WARMUP=$WARM tools/c100k.sh "${BENCH_C100K:-100000}" 2>>"$WORK/c100k.err" | head -n1 || true)
+note_cmd "tools/c100k.sh ${BENCH_C100K:-100000}"
+if [ -n "$C100K" ]; then
+    C100K_HELD=$(field idle_held <<<"$C100K")
+    C100K_P99=$(field p99_us_with_idle <<<"$C100K")
+    C100K_PER=$(field rss_per_idle_bytes <<<"$C100K")
+    C100K_ROW="$(field servers <<<"$C100K") servers sharing the port (SO_REUSEPORT), fd cap 20,000 each | $C100K_HELD of $(field idle_wanted <<<"$C100K") | $C100K_P99 (without idle: $(field p99_us_baseline <<<"$C100K"); other CPU use $(field other_cpu_pct_with_idle <<<"$C100K") %) | $(calc "sprintf(\"%.0f\", $(field rps <<<"$C100K"))") | $(field errors <<<"$C100K") | $(field rss_before_kib <<<"$C100K") → $(field rss_after_kib <<<"$C100K") (sum of servers) | $C100K_PER B"
+else
+    C100K_HELD=0; C100K_P99=99999999; C100K_PER=99999999
+    C100K_ROW="tools/c100k.sh failed: $(tail -n1 "$WORK/c100k.err" 2>/dev/null) | | | | | |"
+fi
 PER_IDLE=$(calc "sprintf(\"%.0f\", ($RSS1 - $RSS0) * 1024 / ($IDLE_OK > 0 ? $IDLE_OK : 1))")
 KERNEL_PER=$(calc "sprintf(\"%.0f\", ($SLAB1 - $SLAB0) * 1024 / ($IDLE_OK > 0 ? $IDLE_OK : 1))")
 P2="| case | idle held | active p99 (µs) | rps | errors | server RSS before → after (KiB) | RSS per idle conn |
 |---|---:|---:|---:|---:|---:|---:|
 | 1 server, fd cap 20,000 | $IDLE_OK of $IDLE (opened in $IDLE_MS ms; server fds during run: $STILL) | $(field p99_us <<<"$P2RUN") (without idle: ${BASE_P99_64:-?}) | $(calc "sprintf(\"%.0f\", $(field rps <<<"$P2RUN"))") | $(field errors <<<"$P2RUN") | $RSS0 → $RSS1 (after load: $RSS2) | $PER_IDLE B |
-| 100k: several servers sharing the port (SO_REUSEPORT) | not yet: needs server.reactors/SO_REUSEPORT (issue 6) | | | | | |
+| $C100K_ROW |
 
 RSS is the server process's own memory (its per-connection state). The kernel's socket
 objects are not in it: machine-wide slab memory (/proc/meminfo \`Slab\`) grew by
@@ -210,29 +253,27 @@ for b in 8 1; do
     stop "$SRV_PID"
 done
 note_cmd "pear-bench --addr $SRV_ADDR --conns C --payload '$CLASSIFY' --duration $DUR --warmup $WARM"
-# The raw pipeline, in process: criterion's benches/pipeline.rs (one thread, one ORT
-# session, images already decoded), scaled by the server's worker count.
-RAW="| raw pipeline (in process) | images/s |
-|---|---:|"
+# The raw pipeline, in process (pear-bench --raw-pipeline): the server's own models,
+# image folder and worker count, the same read + decode + classify per file, one
+# image at a time per worker thread, no sockets. Same payload, same run.
+RAW="| raw pipeline, in process | workers | images/s | p50 (ms) | p99 (ms) |
+|---|---:|---:|---:|---:|"
 WORKERS=$(nproc)
-if [ -f benches/pipeline.rs ] && cargo bench --bench pipeline -- '^pipeline/' >"$WORK/criterion.out" 2>&1; then
-    for bs in 1 8; do
-        est=target/criterion/pipeline/batch/$bs/new/estimates.json
-        if [ -f "$est" ]; then
-            ns=$(sed -n 's/.*"mean":{"confidence_interval":{[^}]*},"point_estimate":\([0-9.e+-]*\).*/\1/p' "$est")
-            one=$(calc "sprintf(\"%.1f\", $bs * 1e9 / $ns)")
-            RAW_IDEAL=$(calc "sprintf(\"%.1f\", $one * $WORKERS)")
-            RAW+="
-| batch $bs, 1 thread | $one |
-| batch $bs, × $WORKERS workers (ideal scaling) | $(calc "sprintf(\"%.1f\", $one * $WORKERS)") |"
-        fi
-    done
-    note_cmd "cargo bench --bench pipeline -- '^pipeline/'"
-else
-    why=$(grep -m1 -E "panicked|error" "$WORK/criterion.out" 2>/dev/null | cut -c1-120 || true)
-    RAW+="
-| **placeholder**: \`cargo bench --bench pipeline\` did not run (${why:-benches/pipeline.rs missing}) | - |"
-fi
+for w in "$WORKERS" 1; do
+    if [ "$w" = "$WORKERS" ]; then cfg=$CFG1; else cfg=$CFG1W1; fi
+    j=$("$BENCH" --raw-pipeline --config "$cfg" --payload "$CLASSIFY" --duration "$DUR" \
+        --warmup "$WARM" 2>>"$WORK/bench.err" | tail -n1 || true)
+    if [ -n "$j" ]; then
+        [ "$w" = "$WORKERS" ] && RAW_IDEAL=$(field rps <<<"$j")
+        [ "$w" = 1 ] && RAW_ONE=$(field rps <<<"$j")
+        RAW+="
+| read + decode + classify | $w | $(field rps <<<"$j") | $(calc "sprintf(\"%.1f\", $(field p50_us <<<"$j") / 1000)") | $(calc "sprintf(\"%.1f\", $(field p99_us <<<"$j") / 1000)") |"
+    else
+        RAW+="
+| pear-bench --raw-pipeline failed ($(tail -n1 "$WORK/bench.err")) | $w | - | - | - |"
+    fi
+done
+note_cmd "pear-bench --raw-pipeline --config CONFIG(workers W) --payload '$CLASSIFY' --duration $DUR --warmup $WARM"
 
 # ---------------------------------------------------------------- P4
 log "P4: start to first answered request"
@@ -278,9 +319,11 @@ redis-server share the same cores, so absolute numbers are low and ratios are th
 pear-bench is a closed-loop \`mio\` client (one thread here); redis-server is measured
 with the very same client (inline \`PING\\r\\n\`). pear-server runs the shipped config
 (INFO logging, 2 workers) with absolute paths; redis-server runs without persistence.
-On this 2-core machine, shared with other builds, a cell can move by ±30% between runs:
+On this 2-core machine, shared with other builds, a cell can move by ±15–30% between runs:
 read a ratio below about 0.8× or above 1.2× as a real difference, not one in between.
-Targets: \`SPEC.md\` §5.
+Targets: \`SPEC.md\` §5. Why each is met or missed, what profiling found and what
+would close a gap: \`docs/PERFORMANCE.md\` (kept by hand; this file is rewritten by
+every run).
 
 ## Targets at a glance
 
@@ -289,7 +332,7 @@ Targets: \`SPEC.md\` §5.
 | P1: 0x22 ≥ 1.0× redis PING, 64 conns, no pipelining | $P1_RATIO | $(calc "\"$P1_RATIO\" + 0 >= 1.0 ? \"yes\" : \"no\"") |
 | P2: p99 ≤ 2 ms on 0x22 with idle connections held | $(field p99_us <<<"$P2RUN") µs with $IDLE_OK idle (one server) | $(calc "$(field p99_us <<<"$P2RUN") <= 2000 ? \"yes\" : \"no\"") |
 | P2: ≤ 4 KiB server memory per idle connection | $PER_IDLE B (RSS) | $(calc "$PER_IDLE <= 4096 ? \"yes\" : \"no\"") |
-| P2: 100,000 idle connections | not measured (needs SO_REUSEPORT servers, issue 6) | - |
+| P2: 100,000 idle connections | $C100K_HELD held over several servers; p99 $C100K_P99 µs; $C100K_PER B RSS each | $( [ "$C100K_HELD" -ge 100000 ] && calc "$C100K_PER > 4096 ? \"held; memory no\" : ($C100K_P99 <= 2000 ? \"yes\" : \"held, memory yes; p99 no (see docs/PERFORMANCE.md)\")" || echo no) |
 | P3: server ≥ 0.95× raw pipeline images/s | best server $SRV_BEST images/s vs raw ${RAW_IDEAL:-(not measured)} | $( [ -n "$RAW_IDEAL" ] && calc "$SRV_BEST / $RAW_IDEAL >= 0.95 ? sprintf(\"yes (%.2f×)\", $SRV_BEST / $RAW_IDEAL) : sprintf(\"no (%.2f×)\", $SRV_BEST / $RAW_IDEAL)" || echo "-") |
 | P4: ready ≤ 1 s after start | worst of 3: $P4_WORST ms | $( [ "$P4_WORST" != never ] && [ "$P4_WORST" -le 1000 ] && echo yes || echo no) |
 
@@ -307,7 +350,16 @@ $(printf '%s\n' "${CMDS[@]}")
 
 ## P1: protocol path, 0x22 vs redis PING (target ≥ 1.0× at 64 connections)
 
+Servers pinned to CPU 0, pear-bench to CPU 1 (\`taskset\`), for both.
+
 $P1
+
+Instructions per request in user space (\`tools/p1-callgrind.sh\`, 20,000 requests over
+64 connections; pear: the reactor thread; redis: without serverCron). Unlike the rps
+above this does not move with machine load; the kernel's recv/send work is not in it
+and is the same two syscalls per request for both servers.
+
+$CG
 
 ## P2: idle connections (target: 100k idle, p99 ≤ 2 ms on 0x22, ≤ 4 KiB per idle connection)
 
@@ -321,9 +373,11 @@ $P3
 
 $RAW
 
-The raw rows come from criterion (\`benches/pipeline.rs\`): decoded images, one thread;
-the server's figure also includes reading and decoding the JPEG and the protocol, so
-the ideal-scaling row is an upper bound for the server.
+The raw rows are \`pear-bench --raw-pipeline\`: the server's models, image folder and
+worker count, the same read + decode + classify per file, with no sockets, queue or
+reactor. With one client the server can keep only one worker busy (one request in
+flight), so compare that row with the one-worker raw row (${RAW_ONE:-?} images/s); the
+target compares the best server row with the raw pipeline on all $WORKERS workers.
 
 ## P4: start to first answered request (target ≤ 1 s)
 
