@@ -42,35 +42,20 @@ fn main() -> ExitCode {
         port: cli.port,
         log_level: cli.log_level,
     };
-    // Precedence: the config file, then the state file (what 0x26/0x30/0x34
-    // changed before a restart), then the CLI flags.
-    let loaded = match Config::load(&cli.config, &Overrides::default()) {
-        Ok(l) => l,
+    let effective = match state::load_effective(&cli.config, &overrides) {
+        Ok(e) => e,
         Err(e) => {
             eprintln!("pear-server: config error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let mut config = loaded.config;
-    let mut warnings = loaded.warnings;
+    let state::Effective {
+        config,
+        config_model,
+        restored,
+        warnings,
+    } = effective;
     let state_path = config.state_file();
-    let config_model = config.model.model_path.clone();
-    let restored = match state::load(&state_path) {
-        Ok(saved) => {
-            let (kept, dropped) = state::apply(&mut config, saved);
-            warnings.extend(dropped);
-            kept
-        }
-        Err(e) => {
-            warnings.push(format!("{e}; ignoring it"));
-            SavedState::default()
-        }
-    };
-    config.apply(&overrides);
-    if let Err(e) = config.validate() {
-        eprintln!("pear-server: config error: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
     if cli.check_config {
         for w in &warnings {
             eprintln!("warning: {w}");

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Overrides};
 
 /// What the commands changed. `None` = not changed, follow the config.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +148,46 @@ pub fn apply(config: &mut Config, state: SavedState) -> (SavedState, Vec<String>
         }
     }
     (kept, warnings)
+}
+
+/// The config as the server runs it, with what went into it.
+pub struct Effective {
+    pub config: Config,
+    /// `model.model_path` as the config file had it, before the state file.
+    pub config_model: PathBuf,
+    /// The state-file entries that were applied.
+    pub restored: SavedState,
+    /// Unknown keys, ignored options and dropped state entries, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Loads a config file the way the server does. Precedence: the file, then
+/// the state file (what 0x26/0x30/0x34 changed before a restart; an unreadable
+/// one is a warning), then `overrides` (the CLI flags); then validates.
+pub fn load_effective(path: &Path, overrides: &Overrides) -> Result<Effective, ConfigError> {
+    let loaded = Config::load(path, &Overrides::default())?;
+    let mut config = loaded.config;
+    let mut warnings = loaded.warnings;
+    let config_model = config.model.model_path.clone();
+    let restored = match load(&config.state_file()) {
+        Ok(saved) => {
+            let (kept, dropped) = apply(&mut config, saved);
+            warnings.extend(dropped);
+            kept
+        }
+        Err(e) => {
+            warnings.push(format!("{e}; ignoring it"));
+            SavedState::default()
+        }
+    };
+    config.apply(overrides);
+    config.validate()?;
+    Ok(Effective {
+        config,
+        config_model,
+        restored,
+        warnings,
+    })
 }
 
 #[cfg(test)]

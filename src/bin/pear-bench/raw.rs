@@ -73,27 +73,15 @@ pub struct RawRun {
 }
 
 /// Reads the config as `pear-server` does: the file, then what 0x26/0x30 saved in the
-/// state file (read only), then validation. Warnings go to stderr.
+/// state file (read only), then validation: [`state::load_effective`], as the server. Warnings go to stderr.
 fn server_config(path: &Path) -> Result<Config, RawError> {
-    let loaded = Config::load(path, &Overrides::default())?;
-    let mut config = loaded.config;
-    for w in loaded.warnings {
+    let effective = state::load_effective(path, &Overrides::default())?;
+    for w in effective.warnings {
         eprintln!("pear-bench: config warning: {w}");
     }
-    match state::load(&config.state_file()) {
-        Ok(saved) => {
-            let (_kept, dropped) = state::apply(&mut config, saved);
-            for w in dropped {
-                eprintln!("pear-bench: config warning: {w}");
-            }
-        }
-        Err(e) => eprintln!("pear-bench: config warning: {e}; ignoring it"),
-    }
-    config.validate()?;
-    Ok(config)
+    Ok(effective.config)
 }
 
-/// The file names of every payload, checked by the server's own 0x01 validation.
 fn file_names(service: &Arc<Service>, payloads: &[String]) -> Result<Vec<String>, RawError> {
     let depth = service.config().server.max_json_depth;
     let mut names = Vec::new();
