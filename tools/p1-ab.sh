@@ -21,19 +21,12 @@ REDIS_PORT=${AB_REDIS_PORT:-6391}
 BENCH=$ROOT/target/release/pear-bench
 PING='{"cmd": 0x22, "request_data": null}'
 
-WORK=$(mktemp -d /tmp/pear-ab.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. tools/lib.sh
+scratch_dir pear-ab
 command -v redis-server >/dev/null || apt-get install -y redis-server >/dev/null
 [ -x "$BENCH" ] || cargo build --release --bin pear-bench >&2
 
-sed -e "s#\"\.\./#\"$ROOT/#g" -e "s#^\(  file:\).*#\1 \"$WORK/server.log\"#" \
-    config/server_config.yaml >"$WORK/cfg.yaml"
+server_config "$WORK/cfg.yaml"
 
 # start NAME BINARY: pear-server on CPU 0; sets ADDR_<NAME>.
 start() {

@@ -27,17 +27,10 @@ command -v valgrind >/dev/null || apt-get install -y valgrind >/dev/null
 command -v redis-server >/dev/null || apt-get install -y redis-server >/dev/null
 [ -x "$BENCH" ] && [ -x "$PEAR" ] || cargo build --release --bins >&2
 
-WORK=$(mktemp -d /tmp/pear-cg.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. tools/lib.sh
+scratch_dir pear-cg
 
-sed -e "s#\"\.\./#\"$ROOT/#g" -e "s#^\(  file:\).*#\1 \"$WORK/server.log\"#" \
-    config/server_config.yaml >"$WORK/cfg.yaml"
+server_config "$WORK/cfg.yaml"
 # total FILE [EXCLUDE_FN]: the program total of a callgrind dump, minus one function.
 total() {
     local all ex=0

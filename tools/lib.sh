@@ -1,0 +1,29 @@
+# tools/lib.sh: what the small measuring scripts (p1-ab.sh, p1-callgrind.sh) share.
+# Source it after `cd` to the project root with ROOT set:
+#
+#   . tools/lib.sh
+#   scratch_dir pear-ab      # sets WORK; kills every pid in PIDS and removes WORK on exit
+#   server_config "$WORK/cfg.yaml"
+#
+# Owns only process cleanup and the config copy; it never starts anything itself.
+
+# scratch_dir PREFIX: a temp dir in WORK, and an exit trap that ends every process whose
+# pid the script appended to PIDS, then removes WORK.
+scratch_dir() {
+    WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+    PIDS=()
+    trap _lib_cleanup EXIT
+}
+
+_lib_cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+
+# server_config OUT: the shipped config with absolute paths and its log in WORK.
+server_config() {
+    sed -e "s#\"\.\./#\"$ROOT/#g" -e "s#^\(  file:\).*#\1 \"$WORK/server.log\"#" \
+        config/server_config.yaml >"$1"
+}
