@@ -3,7 +3,9 @@
 //!
 //! Every function here touches the disk, so each runs on a worker thread, never
 //! on the reactor. Names arrive lexically checked by [`crate::paths::check_name`];
-//! here they are resolved with symlinks followed and kept inside their folder.
+//! here they are resolved as the original resolves them (absolute names stand
+//! alone, relative ones are joined onto the model folder), with symlinks
+//! followed, and used only when the result lies inside the model folder.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -53,14 +55,19 @@ pub fn list_models(folder: &Path) -> Result<Vec<String>, StoreError> {
     Ok(names)
 }
 
-/// Resolves a model name inside `folder` (symlinks followed, confined).
+/// Resolves a model name against `folder` (symlinks followed); `NotFound` unless
+/// the result lies inside it.
 pub fn resolve_model(folder: &Path, name: &str) -> Result<PathBuf, StoreError> {
     paths::resolve_confined(folder, name).map_err(|_| StoreError::NotFound(name.to_owned()))
 }
 
 /// Deletes `name` from `folder` unless it is one of the `loaded` model files.
+/// Both the directory entry the name designates and what it resolves to must lie
+/// inside `folder` (else `NotFound`, nothing deleted).
 pub fn delete_model(folder: &Path, name: &str, loaded: &[PathBuf]) -> Result<(), StoreError> {
     let real = resolve_model(folder, name)?;
+    let entry =
+        paths::confined_entry(folder, name).map_err(|_| StoreError::NotFound(name.to_owned()))?;
     let is_loaded = loaded
         .iter()
         .any(|p| p.canonicalize().map(|c| c == real).unwrap_or(false));
@@ -70,7 +77,7 @@ pub fn delete_model(folder: &Path, name: &str, loaded: &[PathBuf]) -> Result<(),
         )));
     }
     // Remove the directory entry the client named (a symlink itself, not its target).
-    std::fs::remove_file(folder.join(name)).map_err(|e| not_found_or_io(e, Path::new(name)))?;
+    std::fs::remove_file(&entry).map_err(|e| not_found_or_io(e, Path::new(name)))?;
     Ok(())
 }
 
@@ -138,6 +145,34 @@ mod tests {
         ));
         delete_model(&d, "old.onnx", &loaded).unwrap();
         assert!(!d.join("old.onnx").exists());
+        // Absolute and `..` names: the same rule, inside the folder only.
+        let folder_name = d.file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(matches!(
+            delete_model(&d, &format!("../{folder_name}/cur.onnx"), &loaded),
+            Err(StoreError::Refused(_))
+        ));
+        std::fs::write(d.join("a.onnx"), b"x").unwrap();
+        delete_model(&d, &d.join("a.onnx").display().to_string(), &loaded).unwrap();
+        assert!(!d.join("a.onnx").exists());
+        std::fs::write(d.join("b.onnx"), b"x").unwrap();
+        delete_model(&d, &format!("../{folder_name}/b.onnx"), &loaded).unwrap();
+        assert!(!d.join("b.onnx").exists());
+        let outside = d.with_file_name(format!("{folder_name}-outside.onnx"));
+        std::fs::write(&outside, b"x").unwrap();
+        for name in [
+            outside.display().to_string(),
+            format!("../{folder_name}-outside.onnx"),
+        ] {
+            assert!(
+                matches!(
+                    delete_model(&d, &name, &loaded),
+                    Err(StoreError::NotFound(_))
+                ),
+                "{name}"
+            );
+        }
+        assert!(outside.exists());
+        std::fs::remove_file(&outside).unwrap();
         assert!(d.join("cur.onnx").exists());
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -566,7 +566,10 @@ mod tests {
             "m.onnx"
         );
         assert!(one_string(Command::ChangeModel, Some(vec![json!(1)])).is_err());
-        assert!(model_name(Command::DeleteModel, Some(vec![json!("../m.onnx")])).is_err());
+        // `..` and absolute names are resolved (and confined) on a worker.
+        assert!(model_name(Command::DeleteModel, Some(vec![json!("../m.onnx")])).is_ok());
+        assert!(model_name(Command::DeleteModel, Some(vec![json!("/m/m.onnx")])).is_ok());
+        assert!(model_name(Command::DeleteModel, Some(vec![json!("m\u{0}.onnx")])).is_err());
         assert!(model_name(Command::DeleteModel, Some(vec![json!("m.txt")])).is_err());
     }
 }

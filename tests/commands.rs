@@ -173,10 +173,14 @@ fn traversal_is_refused() {
     .unwrap();
     std::os::unix::fs::symlink(&outside_model, server.models_dir().join("out.onnx")).unwrap();
 
+    // Names are resolved as the original resolves them (absolute alone,
+    // relative joined onto the folder); a result outside the folder is "not
+    // found" for that file (code 2), not a refusal of the whole request.
     for name in ["../secret.jpg", "/etc/passwd.jpg", "a/../../secret.jpg"] {
         let v = c.request(&format!(r#"{{"cmd": 1, "request_data": ["{name}"]}}"#));
-        assert_eq!(v["cmd"], json!(null), "{name}: {v}");
-        assert_eq!(first_code(&v), 1, "{name}: {v}");
+        assert_eq!(v["cmd"], json!(2), "{name}: {v}");
+        assert_eq!(first_code(&v), 2, "{name}: {v}");
+        assert_eq!(v["response_data"][0]["result"], json!(null), "{name}: {v}");
     }
     let v = c.request(r#"{"cmd": 1, "request_data": ["escape.jpg"]}"#);
     assert_eq!(v["cmd"], json!(2));
@@ -184,15 +188,26 @@ fn traversal_is_refused() {
     assert_eq!(v["response_data"][0]["result"], json!(null));
 
     for cmd in [0x26, 0x28] {
-        for name in [
-            "../models/pear_detector.onnx",
-            "/tmp/x.onnx",
-            "..\\x.onnx/..",
-        ] {
-            let v = c.request(&format!(r#"{{"cmd": {cmd}, "request_data": ["{name}"]}}"#));
-            assert_eq!(first_code(&v), 1, "{cmd} {name}: {v}");
-        }
+        // Outside the model folder: not found.
+        let v = c.request(&format!(
+            r#"{{"cmd": {cmd}, "request_data": ["/tmp/x.onnx"]}}"#
+        ));
+        assert_eq!(v["response_data"][0]["result"], json!(1), "{cmd}: {v}");
+        assert_eq!(first_code(&v), 2, "{cmd}: {v}");
+        // Not an .onnx name (its last component is `..`): refused.
+        let v = c.request(&format!(
+            r#"{{"cmd": {cmd}, "request_data": ["..\\x.onnx/.."]}}"#
+        ));
+        assert_eq!(v["cmd"], json!(null), "{cmd}: {v}");
+        assert_eq!(first_code(&v), 1, "{cmd}: {v}");
     }
+    // Inside the model folder through `..`: the detector is no classifier
+    // (0x26: not loadable, code 2) and is in use (0x28: refused, code 1).
+    let v = c.request(r#"{"cmd": 0x26, "request_data": ["../models/pear_detector.onnx"]}"#);
+    assert_eq!(first_code(&v), 2, "{v}");
+    let v = c.request(r#"{"cmd": 0x28, "request_data": ["../models/pear_detector.onnx"]}"#);
+    assert_eq!(first_code(&v), 1, "{v}");
+    assert_eq!(v["response_data"][0]["result"], json!(1), "{v}");
     // A model symlink leading out of the folder is "not found" for use and delete.
     for cmd in [0x26, 0x28] {
         let v = c.request(&format!(
@@ -204,6 +219,153 @@ fn traversal_is_refused() {
     assert!(outside_model.exists());
     assert!(secret.exists());
     assert!(server.models_dir().join("pear_detector.onnx").exists());
+}
+
+/// 0x01 resolves names as the Python original does (`os.path.join`): every
+/// spelling that reaches a photo inside the image folder works; one that leads
+/// outside is answered code 2 for that file only, the others normally.
+#[test]
+fn classify_names_resolve_like_the_original() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client();
+    let root = server.dir.path();
+    let images = server.images_dir();
+    std::fs::create_dir(images.join("sub")).unwrap();
+    // A real photo outside the image folder, reachable by `..`, by its absolute
+    // path and through a symlink planted inside.
+    let outside = root.join("outside.jpg");
+    std::fs::copy(images.join("normal_01.jpg"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, images.join("escape.jpg")).unwrap();
+
+    let inside_abs = images.join("normal_01.jpg").display().to_string();
+    let outside_abs = outside.display().to_string();
+    let inside = [
+        "normal_01.jpg",
+        "./normal_01.jpg",
+        "../images/normal_01.jpg",
+        inside_abs.as_str(),
+        "sub/../normal_01.jpg",
+    ];
+    let outside_names = [
+        "../outside.jpg",
+        outside_abs.as_str(),
+        "/etc/pear-server-absent.jpg",
+        "escape.jpg",
+    ];
+    // Interleaved, so per-file answers and their order are both checked.
+    let mut names = Vec::new();
+    for (i, name) in inside.iter().enumerate() {
+        names.push(*name);
+        if let Some(o) = outside_names.get(i) {
+            names.push(*o);
+        }
+    }
+    let v = c.request(&json!({"cmd": 0x01, "request_data": names}).to_string());
+    assert_eq!(v["cmd"], json!(2), "{v}");
+    let it = items(&v);
+    assert_eq!(it.len(), names.len(), "{v}");
+    let reference = it[0].clone();
+    assert_eq!(reference["error_code"], json!(0), "{v}");
+    assert!(reference["result"].is_u64(), "{v}");
+    assert!(reference["bbox"].is_array(), "{v}");
+    for (item, name) in it.iter().zip(&names) {
+        assert_eq!(item["file_name"], json!(name), "{v}");
+        if inside.contains(name) {
+            // The very same photo: the very same answer.
+            assert_eq!(item["error_code"], json!(0), "{name}: {item}");
+            for key in ["result", "label", "confidence", "bbox"] {
+                assert_eq!(item[key], reference[key], "{name}: {item}");
+            }
+        } else {
+            assert_eq!(item["error_code"], json!(2), "{name}: {item}");
+            assert_eq!(item["result"], json!(null), "{name}: {item}");
+            assert!(item.get("label").is_none(), "{name}: {item}");
+        }
+    }
+    assert!(outside.exists());
+}
+
+/// 0x26/0x28 take the same names: absolute or `..` names inside the model
+/// folder work; outside it they are "not found" and nothing is loaded or deleted.
+#[test]
+fn model_names_resolve_like_the_original() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client();
+    let root = server.dir.path();
+    let models = server.models_dir();
+    for spare in ["spare1.onnx", "spare2.onnx", "spare3.onnx", "spare4.onnx"] {
+        std::fs::copy(models.join("pear_classifier.onnx"), models.join(spare)).unwrap();
+    }
+    let outside = root.join("outside.onnx");
+    std::fs::copy(models.join("pear_classifier.onnx"), &outside).unwrap();
+    // An entry outside the folder whose target is inside.
+    std::os::unix::fs::symlink(models.join("spare4.onnx"), root.join("alias.onnx")).unwrap();
+    let current = |c: &mut common::Client| {
+        let v = c.request(r#"{"cmd": 0x22, "request_data": null}"#);
+        v["response_data"][0]["file_name"].clone()
+    };
+    let one = |c: &mut common::Client, cmd: u32, name: &str| {
+        let v = c.request(&json!({"cmd": cmd, "request_data": [name]}).to_string());
+        assert_eq!(v["cmd"], json!(cmd + 1), "{cmd:#x} {name}: {v}");
+        assert_eq!(v["response_data"][0]["file_name"], json!(name), "{v}");
+        v["response_data"][0].clone()
+    };
+
+    // 0x26 inside the folder: absolute, and through `..`.
+    let abs = models.join("spare1.onnx").display().to_string();
+    let item = one(&mut c, 0x26, &abs);
+    assert_eq!(item["result"], json!(2), "{item}");
+    assert_eq!(current(&mut c), json!("spare1.onnx"));
+    let item = one(&mut c, 0x26, "../models/spare2.onnx");
+    assert_eq!(item["result"], json!(2), "{item}");
+    assert_eq!(current(&mut c), json!("spare2.onnx"));
+    // A symlink outside whose target is inside: the result is inside, so it
+    // loads (the target, named by its real file name).
+    let item = one(&mut c, 0x26, "../alias.onnx");
+    assert_eq!(item["result"], json!(2), "{item}");
+    assert_eq!(current(&mut c), json!("spare4.onnx"));
+    let item = one(&mut c, 0x26, "spare2.onnx");
+    assert_eq!(item["result"], json!(2), "{item}");
+    // 0x26 outside: not found, the model in use stays.
+    for name in [outside.display().to_string(), "../outside.onnx".to_string()] {
+        let item = one(&mut c, 0x26, &name);
+        assert_eq!(item["result"], json!(1), "{name}: {item}");
+        assert_eq!(item["error_code"], json!(2), "{name}: {item}");
+        assert_eq!(current(&mut c), json!("spare2.onnx"), "{name}");
+    }
+
+    // 0x28 outside: not found, and the file is still there. An entry outside
+    // is not deleted even when its target is inside (nor is the target).
+    for name in [
+        outside.display().to_string(),
+        "../outside.onnx".to_string(),
+        "../alias.onnx".to_string(),
+        root.join("alias.onnx").display().to_string(),
+    ] {
+        let item = one(&mut c, 0x28, &name);
+        assert_eq!(item["result"], json!(1), "{name}: {item}");
+        assert_eq!(item["error_code"], json!(2), "{name}: {item}");
+    }
+    assert!(outside.is_file());
+    assert!(root.join("alias.onnx").is_symlink());
+    assert!(models.join("spare4.onnx").is_file());
+    // 0x28 inside: absolute and `..` names delete; the model in use is refused
+    // whatever its spelling.
+    let item = one(&mut c, 0x28, &abs);
+    assert_eq!(item["result"], json!(2), "{item}");
+    assert!(!models.join("spare1.onnx").exists());
+    let item = one(&mut c, 0x28, "../models/spare3.onnx");
+    assert_eq!(item["result"], json!(2), "{item}");
+    assert!(!models.join("spare3.onnx").exists());
+    for name in [
+        "../models/spare2.onnx".to_string(),
+        models.join("spare2.onnx").display().to_string(),
+    ] {
+        let item = one(&mut c, 0x28, &name);
+        assert_eq!(item["result"], json!(1), "{name}: {item}");
+        assert_eq!(item["error_code"], json!(1), "{name}: {item}");
+    }
+    assert!(models.join("spare2.onnx").is_file());
 }
 
 #[test]

@@ -154,22 +154,36 @@ fn assert_refused_or(v: &Value, codes: &[i64], what: &str) {
     }
 }
 
-/// Names that must be refused lexically (code 1 for the whole request).
-fn lexical_refusals(ext: &str, abs_target: &Path) -> Vec<String> {
+/// Names that must be refused lexically (code 1 for the whole request): they
+/// can never name a file (NUL, empty, too long) or have no allowed extension.
+fn lexical_refusals(ext: &str) -> Vec<String> {
     vec![
-        format!("../secret{ext}"),
-        format!("./../secret{ext}"),
-        format!("a/../../secret{ext}"),
-        format!("linkdir/../../secret{ext}"),
-        format!("{}", abs_target.display()),
-        format!("/etc/passwd{ext}"),
-        format!("//etc/x{ext}"),
         format!("a\u{0}{ext}"),
         format!("\u{0}/../x{ext}"),
         format!("{}{ext}", "a".repeat(10_000)),
         format!("{}{ext}", "a/".repeat(5_000)),
         "..".to_string(),
         String::new(),
+    ]
+}
+
+/// Names that lead outside the folder, by `..` or by an absolute path (the
+/// original's `os.path.join` rule). Until SPEC §1 adopted that rule these were
+/// refused lexically (code 1); now they are resolved on a worker and answered
+/// "not found" (code 2) for that file, with nothing outside read.
+fn outside_names(ext: &str, abs_target: &Path) -> Vec<String> {
+    vec![
+        format!("../secret{ext}"),
+        format!("./../secret{ext}"),
+        format!("a/../../secret{ext}"),
+        format!("linkdir/../../secret{ext}"),
+        format!("linkdir/../secret{ext}"),
+        format!("../outside/secret{ext}"),
+        format!("../outside/victim{ext}"),
+        format!("../trap{ext}"),
+        format!("{}", abs_target.display()),
+        format!("/etc/passwd{ext}"),
+        format!("//etc/x{ext}"),
     ]
 }
 
@@ -201,10 +215,20 @@ fn hostile_names_on_classify_read_nothing_outside() {
     let f = setup();
     let before = snapshot(f.server.dir.path());
     let mut c = f.server.client();
-    for name in lexical_refusals(".jpg", &f.secret) {
+    for name in lexical_refusals(".jpg") {
         let v = request(&mut c, 0x01, &name);
         assert_eq!(v["cmd"], json!(null), "{name:.80}: {v}");
         assert_eq!(first_code(&v), 1, "{name:.80}: {v}");
+    }
+    let fifo_abs = f.fifo.display().to_string();
+    for name in outside_names(".jpg", &f.secret)
+        .into_iter()
+        .chain([fifo_abs])
+    {
+        let v = request(&mut c, 0x01, &name);
+        assert_eq!(v["cmd"], json!(2), "{name}: {v}");
+        assert_eq!(first_code(&v), 2, "{name}: {v}");
+        assert_eq!(v["response_data"][0]["result"], json!(null), "{name}: {v}");
     }
     for name in sneaky_names(".jpg") {
         let v = request(&mut c, 0x01, &name);
@@ -212,8 +236,13 @@ fn hostile_names_on_classify_read_nothing_outside() {
     }
     // The same names mixed into one request with good ones: the whole request
     // is refused if any is lexically bad; otherwise only the bad items fail.
-    let v = c.request(r#"{"cmd": 1, "request_data": ["normal_01.jpg", "../secret.jpg"]}"#);
+    let v = c.request(r#"{"cmd": 1, "request_data": ["normal_01.jpg", "a\u0000.jpg"]}"#);
+    assert_eq!(v["cmd"], json!(null), "{v}");
     assert_eq!(first_code(&v), 1, "{v}");
+    let v = c.request(r#"{"cmd": 1, "request_data": ["normal_01.jpg", "../secret.jpg"]}"#);
+    let items = v["response_data"].as_array().unwrap();
+    assert_eq!(items[0]["error_code"], json!(0), "{v}");
+    assert_eq!(items[1]["error_code"], json!(2), "{v}");
     let v = c.request(
         r#"{"cmd": 1, "request_data": ["normal_01.jpg", "escape.jpg", "linkdir/secret.jpg"]}"#,
     );
@@ -239,10 +268,19 @@ fn hostile_names_on_change_and_delete_touch_nothing_outside() {
     let models_before = common_entries(&f.server.models_dir());
     let mut c = f.server.client();
     for cmd in [0x26u32, 0x28] {
-        for name in lexical_refusals(".onnx", &f.outside_model) {
+        for name in lexical_refusals(".onnx") {
             let v = request(&mut c, cmd, &name);
             assert_eq!(v["cmd"], json!(null), "{cmd:#x} {name:.80}: {v}");
             assert_eq!(first_code(&v), 1, "{cmd:#x} {name:.80}: {v}");
+        }
+        for name in outside_names(".onnx", &f.outside_model)
+            .into_iter()
+            .chain(["../outside.onnx".to_string()])
+        {
+            let v = request(&mut c, cmd, &name);
+            assert_eq!(v["cmd"], json!(cmd + 1), "{cmd:#x} {name}: {v}");
+            assert_eq!(v["response_data"][0]["result"], json!(1), "{name}: {v}");
+            assert_eq!(first_code(&v), 2, "{cmd:#x} {name}: {v}");
         }
         for name in sneaky_names(".onnx")
             .into_iter()
