@@ -17,7 +17,7 @@ pub mod runtime;
 pub mod service;
 mod session;
 
-pub use pipeline::{Analysis, Pipeline, PipelineOptions, Verdict};
+pub use pipeline::{decide, Analysis, Decision, Pipeline, PipelineOptions, Verdict};
 pub use runtime::{init_runtime, RuntimeError};
 pub use service::{
     CancelSource, CancelToken, ClassifyJob, FileOutcome, InferenceService, ServiceConfig,

@@ -3,9 +3,11 @@
 //! 1. The source image (already decoded, RGB) is letterboxed into the detector input.
 //! 2. Class-0 candidates at or above `confidence_threshold` go through NMS; the best box
 //!    is mapped back to source pixels (clamped, rounded outwards to whole pixels).
-//!    No candidate → verdict `no_pear` (class 0, confidence 0, no box), no classifier run.
+//!    No candidate → verdict `no_pear` (class [`Decision::no_pear_result`], 0 by
+//!    default; confidence 0, no box), no classifier run.
 //! 3. The box (or the whole image when there is no detector) is resized to the
-//!    classifier input, normalised, classified; softmax, argmax, label.
+//!    classifier input, normalised, classified; softmax, then [`decide`] (argmax, or
+//!    the normal threshold of [`Decision`]), label.
 //!
 //! [`Pipeline::classify_batch`] runs each stage once for the whole slice when the
 //! model's batch axis is dynamic (one image at a time otherwise). A `Pipeline` is
@@ -53,10 +55,59 @@ impl Default for PipelineOptions {
     }
 }
 
+/// How probabilities become an answer (SPEC §3 "Decision"). Set with
+/// [`Pipeline::with_decision`]; the default is the Python original's rule (plain
+/// argmax, `no_pear` answered as class 0), which the parity tests rely on. The
+/// server fills it from `model.normal_threshold` and `model.no_pear_result`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Decision {
+    /// A pear is normal (class 0) only when p(normal) reaches this; otherwise the
+    /// answer is the most likely defect class (1..K). `None` = plain argmax.
+    pub normal_threshold: Option<f32>,
+    /// The `result` answered when the detector finds no pear (label stays
+    /// `no_pear`). Must be a class of the classifier.
+    pub no_pear_result: usize,
+}
+
+impl Decision {
+    /// Checks the decision against a classifier with `classes` classes.
+    pub fn check(&self, classes: usize) -> Result<(), String> {
+        if self.no_pear_result >= classes.max(1) {
+            return Err(format!(
+                "model.no_pear_result is {}, but the classifier has {classes} classes (0..{})",
+                self.no_pear_result,
+                classes.saturating_sub(1)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The decision rule, a pure function of the softmax `probabilities` (index =
+/// class, 0 = normal). Returns the class and its probability; `None` when there
+/// are no probabilities.
+///
+/// - `normal_threshold: None`: argmax (the original's rule; the first of equal
+///   maxima wins).
+/// - `Some(t)`: class 0 when p(normal) ≥ t; otherwise the most likely of the
+///   defect classes 1..K, even when p(normal) is the largest. With t = 0.5 this
+///   differs from argmax only when p(normal) is the largest but below 0.5 (then a
+///   defect is answered); above 0.5 p(normal) is the largest anyway. t = 0 always
+///   answers normal, t = 1 answers normal only for p(normal) = 1 exactly. A
+///   classifier with a single class always answers it.
+pub fn decide(probabilities: &[f32], normal_threshold: Option<f32>) -> Option<(usize, f32)> {
+    let (&p_normal, defects) = probabilities.split_first()?;
+    match normal_threshold {
+        None => argmax(probabilities),
+        Some(t) if p_normal >= t || defects.is_empty() => Some((0, p_normal)),
+        Some(_) => argmax(defects).map(|(i, p)| (i + 1, p)),
+    }
+}
+
 /// The answer for one image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
-    /// Class index (0 = normal pear; also 0 for "no pear").
+    /// Class index (0 = normal pear; [`Decision::no_pear_result`] for "no pear").
     pub class: usize,
     pub label: String,
     /// Softmax probability of `class` (0 when no pear was found).
@@ -82,6 +133,7 @@ pub struct Pipeline {
     detector: Option<Detector>,
     confidence_threshold: f32,
     iou_threshold: f32,
+    decision: Decision,
     classifier_file: String,
 }
 
@@ -117,8 +169,27 @@ impl Pipeline {
             detector,
             confidence_threshold: opts.confidence_threshold,
             iou_threshold: opts.iou_threshold,
+            decision: Decision::default(),
             classifier_file,
         })
+    }
+
+    /// Sets how probabilities become an answer, after checking it against this
+    /// classifier (the error names the config key).
+    pub fn with_decision(mut self, decision: Decision) -> Result<Pipeline, InferenceError> {
+        decision
+            .check(self.classifier.labels.len())
+            .map_err(|what| InferenceError::Incompatible {
+                path: self.classifier_file.clone(),
+                what,
+            })?;
+        self.decision = decision;
+        Ok(self)
+    }
+
+    /// How probabilities become an answer.
+    pub fn decision(&self) -> Decision {
+        self.decision
     }
 
     /// File name of the classifier, e.g. `pear_classifier.onnx`.
@@ -247,7 +318,7 @@ impl Pipeline {
             let analysis = match bbox {
                 None => Analysis {
                     verdict: Verdict {
-                        class: 0,
+                        class: self.decision.no_pear_result,
                         label: NO_PEAR.to_owned(),
                         confidence: 0.0,
                         bbox: None,
@@ -259,9 +330,10 @@ impl Pipeline {
                     let p = probs.next().ok_or_else(|| {
                         InferenceError::BadOutput("too few classifier results".into())
                     })?;
-                    let (class, confidence) = argmax(&p).ok_or_else(|| {
-                        InferenceError::BadOutput("classifier returned no classes".into())
-                    })?;
+                    let (class, confidence) = decide(&p, self.decision.normal_threshold)
+                        .ok_or_else(|| {
+                            InferenceError::BadOutput("classifier returned no classes".into())
+                        })?;
                     Analysis {
                         verdict: Verdict {
                             class,
@@ -277,5 +349,63 @@ impl Pipeline {
             out.push(analysis);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: [f32; 4] = [0.45, 0.30, 0.20, 0.05];
+
+    #[test]
+    fn argmax_without_threshold() {
+        assert_eq!(decide(&P, None), Some((0, 0.45)));
+        assert_eq!(decide(&[0.2, 0.5, 0.3], None), Some((1, 0.5)));
+        assert_eq!(decide(&[], None), None);
+        assert_eq!(decide(&[], Some(0.5)), None);
+    }
+
+    #[test]
+    fn normal_only_at_or_above_the_threshold() {
+        // p(normal) is the largest but below 0.5: the likeliest defect wins.
+        assert_eq!(decide(&P, Some(0.5)), Some((1, 0.30)));
+        // At the threshold exactly: normal.
+        assert_eq!(decide(&P, Some(0.45)), Some((0, 0.45)));
+        assert_eq!(decide(&[0.5, 0.25, 0.25], Some(0.5)), Some((0, 0.5)));
+        // Above 0.5 normal is the argmax anyway.
+        assert_eq!(decide(&[0.9, 0.05, 0.05], Some(0.5)), Some((0, 0.9)));
+        // A defect argmax stays that defect.
+        assert_eq!(decide(&[0.1, 0.2, 0.7], Some(0.5)), Some((2, 0.7)));
+        // Ties among defects: the first, as argmax.
+        assert_eq!(decide(&[0.2, 0.4, 0.4], Some(0.5)), Some((1, 0.4)));
+    }
+
+    #[test]
+    fn threshold_extremes() {
+        assert_eq!(decide(&[0.01, 0.99], Some(0.0)), Some((0, 0.01)));
+        assert_eq!(decide(&[0.999, 0.001], Some(1.0)), Some((1, 0.001)));
+        assert_eq!(decide(&[1.0, 0.0], Some(1.0)), Some((0, 1.0)));
+        // A NaN probability is never "normal enough".
+        assert_eq!(decide(&[f32::NAN, 0.3, 0.6], Some(0.5)), Some((2, 0.6)));
+        // One class: nothing else to answer.
+        assert_eq!(decide(&[0.2], Some(0.5)), Some((0, 0.2)));
+    }
+
+    #[test]
+    fn no_pear_result_must_be_a_class() {
+        let d = |no_pear_result| Decision {
+            normal_threshold: Some(0.5),
+            no_pear_result,
+        };
+        assert!(d(0).check(8).is_ok());
+        assert!(d(7).check(8).is_ok());
+        let err = d(8).check(8).unwrap_err();
+        assert!(err.starts_with("model.no_pear_result"), "{err}");
+        assert!(err.contains("8 classes"), "{err}");
+        assert!(d(0).check(0).is_ok());
+        assert!(d(1).check(0).is_err());
+        assert_eq!(Decision::default().normal_threshold, None);
+        assert_eq!(Decision::default().no_pear_result, 0);
     }
 }
