@@ -116,6 +116,11 @@ impl Default for ServerSection {
     }
 }
 
+/// Default of `model.normal_threshold`: a pear is answered normal only when the
+/// classifier gives p(normal) at least this. The one place to change it (the
+/// model team sets the final value from their figures).
+pub const DEFAULT_NORMAL_THRESHOLD: f32 = 0.5;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ModelSection {
@@ -131,6 +136,12 @@ pub struct ModelSection {
     pub img_size: u32,
     /// Labels when the classifier's metadata has none.
     pub classes: Vec<String>,
+    /// A pear is normal (class 0) only when p(normal) >= this; otherwise the
+    /// most likely defect class is answered. 0..1.
+    pub normal_threshold: f32,
+    /// The `result` answered when the detector finds no pear (label `no_pear`).
+    /// Must be a class of the classifier (checked when a model loads).
+    pub no_pear_result: usize,
     pub download_max_bytes: u64,
     pub download_timeout_secs: u64,
     /// Hosts 0x20 may download from (unset = any public host).
@@ -161,6 +172,8 @@ impl Default for ModelSection {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            normal_threshold: DEFAULT_NORMAL_THRESHOLD,
+            no_pear_result: 0,
             download_max_bytes: 64 << 20,
             download_timeout_secs: 60,
             download_allow_hosts: None,
@@ -370,6 +383,12 @@ impl Config {
                 format!("expected a number 0..1, got {}", m.iou_threshold),
             ));
         }
+        if !(0.0..=1.0).contains(&m.normal_threshold) {
+            return Err(invalid(
+                "model.normal_threshold",
+                format!("expected a number 0..1, got {}", m.normal_threshold),
+            ));
+        }
         in_range("model.img_size", m.img_size as u64, 16, 4096)?;
         if m.model_path.as_os_str().is_empty() {
             return Err(invalid(
@@ -458,6 +477,16 @@ impl Config {
     pub fn log_level(&self) -> log::LevelFilter {
         parse_level(&self.logging.level).unwrap_or(log::LevelFilter::Info)
     }
+    /// How the classifier's probabilities become an answer (`model.normal_threshold`,
+    /// `model.no_pear_result`). `no_pear_result` is checked against the classifier
+    /// when a model loads ([`crate::inference::Pipeline::with_decision`]).
+    pub fn decision(&self) -> crate::inference::Decision {
+        crate::inference::Decision {
+            normal_threshold: Some(self.model.normal_threshold),
+            no_pear_result: self.model.no_pear_result,
+        }
+    }
+
     /// Worker threads, resolving 0 to the number of cores.
     pub fn workers(&self) -> usize {
         if self.inference.workers > 0 {
@@ -592,6 +621,58 @@ ERROR_CODE:
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("inference.max_batch:"), "{err}");
+    }
+
+    #[test]
+    fn decision_keys() {
+        let c = parse("").unwrap();
+        assert_eq!(c.model.normal_threshold, DEFAULT_NORMAL_THRESHOLD);
+        assert_eq!(c.model.no_pear_result, 0);
+        assert_eq!(
+            c.decision().normal_threshold,
+            Some(DEFAULT_NORMAL_THRESHOLD)
+        );
+        let c = parse("model:\n  normal_threshold: 0.8\n  no_pear_result: 4\n").unwrap();
+        assert_eq!(c.model.normal_threshold, 0.8);
+        assert_eq!(c.model.no_pear_result, 4);
+        assert_eq!(
+            c.decision(),
+            crate::inference::Decision {
+                normal_threshold: Some(0.8),
+                no_pear_result: 4
+            }
+        );
+        for ok in ["0", "1", "1.0", "0.0"] {
+            let c = parse(&format!("model:\n  normal_threshold: {ok}\n")).unwrap();
+            assert!((0.0..=1.0).contains(&c.model.normal_threshold), "{ok}");
+        }
+        for bad in ["1.01", "-0.1", ".nan", ".inf", "-.inf"] {
+            let err = parse(&format!("model:\n  normal_threshold: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("model.normal_threshold:"), "{bad}: {err}");
+        }
+        for bad in ["\"high\"", "[0.5]"] {
+            let err = parse(&format!("model:\n  normal_threshold: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("model.normal_threshold"), "{bad}: {err}");
+        }
+        for bad in ["-1", "0.5", "\"reject\""] {
+            let err = parse(&format!("model:\n  no_pear_result: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("model.no_pear_result"), "{bad}: {err}");
+        }
+        // The shipped file sets both keys.
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/server_config.yaml"),
+        )
+        .unwrap();
+        let loaded = Config::from_yaml(&shipped, Path::new("/cfg")).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        loaded.config.validate().unwrap();
+        assert_eq!(loaded.config.model.no_pear_result, 0);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::download::{self, DownloadLimits};
-use crate::inference::{FileOutcome, InferenceService, Pipeline, PipelineOptions};
+use crate::inference::{Decision, FileOutcome, InferenceService, Pipeline, PipelineOptions};
 use crate::models::{self, StoreError};
 use crate::paths;
 use crate::protocol::{Command, ErrorCode, Item};
@@ -112,6 +112,8 @@ pub struct Service {
     loaded: RwLock<LoadedModels>,
     inference: InferenceService,
     pipeline_options: PipelineOptions,
+    /// `model.normal_threshold` / `model.no_pear_result`, applied to every model loaded.
+    decision: Decision,
     download_limits: DownloadLimits,
     /// What 0x26/0x30/0x34 changed (and what was restored at start); the
     /// lock also serialises writes of the state file.
@@ -126,6 +128,9 @@ pub enum StartError {
     ImageFolder(String),
     #[error("model.model_path: {0}")]
     Model(String),
+    /// The decision keys do not fit the classifier (the message names the key).
+    #[error("{0}")]
+    Decision(String),
 }
 
 impl Service {
@@ -161,8 +166,11 @@ impl Service {
             classes: config.model.classes.clone(),
             sessions: config.workers(),
         };
+        let decision = config.decision();
         let pipeline = Pipeline::load(&classifier, detector.as_deref(), &pipeline_options)
-            .map_err(|e| StartError::Model(e.to_string()))?;
+            .map_err(|e| StartError::Model(e.to_string()))?
+            .with_decision(decision)
+            .map_err(|e| StartError::Decision(e.to_string()))?;
         let inference = InferenceService::new(
             crate::inference::ServiceConfig {
                 queue_capacity: config.inference.queue_capacity,
@@ -183,6 +191,7 @@ impl Service {
             loaded: RwLock::new(LoadedModels::new(classifier, detector)),
             inference,
             pipeline_options,
+            decision,
             download_limits,
             changed: Mutex::new(SavedState::default()),
             stats: Stats::default(),
@@ -362,7 +371,9 @@ impl Service {
             Err(e) => return store_failure(Some(name), e),
         };
         let detector = read(&self.loaded).detector;
-        match Pipeline::load(&path, detector.as_deref(), &self.pipeline_options) {
+        let loaded = Pipeline::load(&path, detector.as_deref(), &self.pipeline_options)
+            .and_then(|p| p.with_decision(self.decision));
+        match loaded {
             Ok(pipeline) => {
                 self.inference.swap(pipeline);
                 write(&self.loaded).set_classifier(path);

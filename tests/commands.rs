@@ -420,6 +420,80 @@ fn no_pear_scene() {
     assert_eq!(item["bbox"], json!(null));
 }
 
+/// Every sample photo of a pear (all but the empty scene).
+fn pear_samples(server: &TestServer) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(server.images_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".jpg") && !n.starts_with("empty"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `model.no_pear_result` is what an empty scene answers; `model.normal_threshold`
+/// 1.0 never answers normal, and answers the likeliest defect: the same class as
+/// the default rule whenever that was a defect already.
+#[test]
+fn decision_keys_over_tcp() {
+    let server = TestServer::start(&[("model.no_pear_result", "4")]);
+    let mut c = server.client();
+    let names = pear_samples(&server);
+    assert!(names.len() >= 8, "{names:?}");
+    let mut request = vec!["empty_01.jpg".to_string()];
+    request.extend(names.iter().cloned());
+    let v = c.request(&json!({"cmd": 0x01, "request_data": request}).to_string());
+    let it = items(&v);
+    assert_eq!(it.len(), request.len(), "{v}");
+    assert_eq!(it[0]["error_code"], json!(0), "{v}");
+    assert_eq!(it[0]["result"], json!(4), "{v}");
+    assert_eq!(it[0]["label"], json!("no_pear"), "{v}");
+    assert_eq!(it[0]["bbox"], json!(null), "{v}");
+    let default_classes: Vec<u64> = it[1..]
+        .iter()
+        .map(|i| {
+            assert_eq!(i["error_code"], json!(0), "{i}");
+            assert!(i["bbox"].is_array(), "a pear photo answered no_pear: {i}");
+            i["result"].as_u64().unwrap()
+        })
+        .collect();
+    // The shipped samples include normal pears the default rule calls normal,
+    // so the strict threshold below changes something.
+    assert!(default_classes.contains(&0), "{v}");
+
+    let strict = TestServer::start(&[("model.normal_threshold", "1.0")]);
+    let mut c = strict.client();
+    let v = c.request(&json!({"cmd": 0x01, "request_data": names}).to_string());
+    let it = items(&v);
+    assert_eq!(it.len(), names.len(), "{v}");
+    for (item, default_class) in it.iter().zip(&default_classes) {
+        assert_eq!(item["error_code"], json!(0), "{item}");
+        let class = item["result"].as_u64().unwrap();
+        assert_ne!(class, 0, "normal at normal_threshold 1.0: {item}");
+        assert_ne!(item["label"], json!("normal"), "{item}");
+        assert!(item["bbox"].is_array(), "{item}");
+        let confidence = item["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&confidence), "{item}");
+        if *default_class != 0 {
+            assert_eq!(class, *default_class, "{item}");
+        }
+    }
+    // The empty scene keeps the original's answer without the key.
+    let v = c.request(r#"{"cmd": 0x01, "request_data": ["empty_01.jpg"]}"#);
+    assert_eq!(v["response_data"][0]["result"], json!(0), "{v}");
+}
+
+/// A `no_pear_result` that is no class of the classifier stops the start with
+/// one clear error naming the key.
+#[test]
+fn no_pear_result_out_of_range_is_a_startup_error() {
+    let err = TestServer::try_start(&[("model.no_pear_result", "8")])
+        .err()
+        .expect("start should fail");
+    assert!(err.contains("model.no_pear_result"), "{err}");
+    assert!(err.contains("classes"), "{err}");
+}
+
 #[test]
 fn stop_classification_cancels_queued_work() {
     // One worker and a long queue so most of the files are still waiting.
