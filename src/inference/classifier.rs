@@ -5,7 +5,9 @@
 //! configured `img_size`. Output `[B, K]` logits; softmax gives the probabilities.
 //! Labels come from the `names` metadata (JSON list/object or ultralytics dict), else
 //! from the configured `classes`, else `class_<i>`. The source region is resized to the
-//! input without keeping the aspect ratio (bilinear, antialiased).
+//! input without keeping the aspect ratio (bilinear, antialiased). `crop_margin`
+//! metadata (a fraction, default 0) widens the detector's box on every side before
+//! the crop, for classifiers trained on the pear with some of its surroundings.
 
 use std::path::Path;
 
@@ -30,7 +32,12 @@ pub struct Classifier {
     pub norm: Normalize,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Fraction of the box's width/height added on each side before cropping.
+    pub crop_margin: f32,
 }
+
+/// Largest accepted `crop_margin` (a box three times its size is no longer a crop).
+const MAX_CROP_MARGIN: f32 = 1.0;
 
 impl Classifier {
     pub fn load(
@@ -73,6 +80,15 @@ impl Classifier {
             .and_then(|s| metadata::parse_triplet(&s))
             .filter(|s| s.iter().all(|v| *v > 0.0))
             .unwrap_or(IMAGENET_STD);
+        let crop_margin = match custom("crop_margin").map(|s| s.trim().parse::<f32>()) {
+            None => 0.0,
+            Some(Ok(m)) if (0.0..=MAX_CROP_MARGIN).contains(&m) => m,
+            Some(_) => {
+                return Err(bad(format!(
+                    "crop_margin metadata must be a number in 0..={MAX_CROP_MARGIN}"
+                )))
+            }
+        };
         let mut labels = custom("names")
             .and_then(|s| metadata::parse_names(&s))
             .unwrap_or_else(|| fallback_labels.to_vec());
@@ -105,6 +121,7 @@ impl Classifier {
             norm: Normalize::mean_std(mean, std),
             mean,
             std,
+            crop_margin,
         })
     }
 

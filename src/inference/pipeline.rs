@@ -308,7 +308,9 @@ impl Pipeline {
                 (Some(_), None) => None, // no pear
             };
             if let Some(b) = bbox {
-                regions.push((*img, Rect::from_corners(b)));
+                let margin = self.classifier.crop_margin;
+                let region = Rect::from_corners(b).widened(margin, img.width(), img.height());
+                regions.push((*img, region));
             }
             bboxes.push(bbox);
         }

@@ -64,6 +64,19 @@ impl Rect {
             h: img.height(),
         }
     }
+    /// The rectangle widened by `margin` × its width/height on each side, clamped to a
+    /// `img_w` × `img_h` image: `x1 - m·w` rounded down, `x2 + m·w` rounded up.
+    pub fn widened(self, margin: f32, img_w: u32, img_h: u32) -> Rect {
+        if margin <= 0.0 || !margin.is_finite() {
+            return self;
+        }
+        let (mx, my) = (margin * self.w as f32, margin * self.h as f32);
+        let x1 = (self.x as f32 - mx).floor().max(0.0) as u32;
+        let y1 = (self.y as f32 - my).floor().max(0.0) as u32;
+        let x2 = ((self.x + self.w) as f32 + mx).ceil().min(img_w as f32) as u32;
+        let y2 = ((self.y + self.h) as f32 + my).ceil().min(img_h as f32) as u32;
+        Rect::from_corners([x1, y1, x2.max(x1 + 1), y2.max(y1 + 1)])
+    }
     /// From `[x1, y1, x2, y2]` (exclusive right/bottom edges).
     pub fn from_corners(b: [u32; 4]) -> Rect {
         Rect {
@@ -324,6 +337,23 @@ pub fn argmax(v: &[f32]) -> Option<(usize, f32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn widened_rect_grows_each_side_and_stays_inside() {
+        let r = Rect::from_corners([100, 50, 300, 250]);
+        assert_eq!(r.widened(0.0, 640, 480), r);
+        // 10 % of 200 = 20 px on each side
+        assert_eq!(
+            r.widened(0.1, 640, 480),
+            Rect::from_corners([80, 30, 320, 270])
+        );
+        // clamped at the image edges
+        assert_eq!(
+            r.widened(0.5, 350, 260),
+            Rect::from_corners([0, 0, 350, 260])
+        );
+        assert_eq!(r.widened(f32::NAN, 640, 480), r);
+    }
 
     #[test]
     fn letterbox_landscape() {

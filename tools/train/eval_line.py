@@ -1,0 +1,181 @@
+"""Honest figures of the shipped line models (models/README.md "Measured").
+
+    python eval_line.py --feats runs/feats.npz --json runs/eval_line.json --sheet ../../models/dev_sheet.png
+
+1. Leave-one-fruit-out on the dev photos (`cv.py`'s recipe as `train_line_classifier.py`
+   fits it): p(normal) of each photo from the fold that never saw its fruit; the
+   figures at the shipped `normal_threshold`; the same recipe on background-only
+   views (pear blacked out) as a shortcut check.
+2. The exported detector through onnxruntime on every dev photo (trained on generated
+   scenes only, so these are held out): box IoU against the colour-segmentation box,
+   and empty-belt cut-outs from the photos and generated empty belts (no box expected).
+3. A generated held-out set (seed and size never used in training) through both ONNX
+   files, the server's way: letterbox, best box, widen 10 %, resize, classify.
+4. Time per photo on one core (intra_op_num_threads = 1), detector + classifier,
+   decode excluded.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageDraw
+
+from common import box_iou, letterbox
+from cv import figures, lofo
+from line_gen import make_line_scene
+from real import dev_photos, pear_box
+from train_line_classifier import NAMES, RECIPE
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.normpath(os.path.join(HERE, "..", "..", "models"))
+SEED_EVAL = 9300                      # generated held-out scenes (training used 7100, 7200)
+EVAL_SIZE = (512, 384)                # training rendered 640x480 (classifier) and 384x288 (detector)
+NORMAL_THRESHOLD = 0.5                # the shipped default (config DEFAULT_NORMAL_THRESHOLD)
+CONF = 0.5
+
+
+def session(path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def meta(sess):
+    return sess.get_modelmeta().custom_metadata_map
+
+
+def detect(det, img):
+    S = json.loads(meta(det)["imgsz"])[0]
+    arr, s, px, py = letterbox(img, S)
+    out = det.run(None, {"images": (arr.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]})[0][0]
+    k = int(out[4].argmax())
+    cx, cy, w, h, score = out[:, k]
+    if score < CONF:
+        return None, float(score)
+    W, H = img.size
+    b = [(cx - w / 2 - px) / s, (cy - h / 2 - py) / s, (cx + w / 2 - px) / s, (cy + h / 2 - py) / s]
+    b = [float(np.clip(b[0], 0, W)), float(np.clip(b[1], 0, H)), float(np.clip(b[2], 0, W)), float(np.clip(b[3], 0, H))]
+    return b, float(score)
+
+
+def classify(cls, img, box):
+    m = meta(cls)
+    S, margin = int(m["input_size"]), float(m.get("crop_margin", 0))
+    mean, std = np.array(json.loads(m["mean"]), np.float32), np.array(json.loads(m["std"]), np.float32)
+    W, H = img.size
+    x1, y1, x2, y2 = int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3]))
+    w, h = x2 - x1, y2 - y1
+    c = img.crop((max(0, int(np.floor(x1 - margin * w))), max(0, int(np.floor(y1 - margin * h))),
+                  min(W, int(np.ceil(x2 + margin * w))), min(H, int(np.ceil(y2 + margin * h)))))
+    x = (np.asarray(c.resize((S, S), Image.BILINEAR), np.float32) / 255.0 - mean) / std
+    z = cls.run(None, {"input": x.transpose(2, 0, 1)[None]})[0][0]
+    p = np.exp(z - z.max())
+    return p / p.sum()
+
+
+def decide(p, th):
+    if p[0] >= th:
+        return 0
+    return 1 + int(np.argmax(p[1:]))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--feats", default="runs/feats.npz")
+    ap.add_argument("--json", default="runs/eval_line.json")
+    ap.add_argument("--sheet", default=None)
+    ap.add_argument("--n", type=int, default=200)
+    a = ap.parse_args()
+    rep = {}
+    F = dict(np.load(a.feats))
+    y = F["labels"]
+    # 1. leave-one-fruit-out
+    pn = lofo(F, **RECIPE)
+    acc, rec, kept = figures(y, pn, NORMAL_THRESHOLD)
+    acc5, rec5, kept5 = figures(y, pn, 0.5)
+    pbg = lofo(F, **RECIPE, real="bg", test="bgtest")
+    bacc, brec, bkept = figures(y, pbg, NORMAL_THRESHOLD)
+    rep["lofo"] = {"normal_threshold": NORMAL_THRESHOLD, "normal_vs_defect": acc, "defect_recall": rec,
+                   "normal_kept": kept, "at_0.5": [acc5, rec5, kept5],
+                   "p_normal": {str(n): round(float(v), 3) for n, v in zip(F["names"], pn)},
+                   "background_only": {"normal_vs_defect": bacc, "defect_recall": brec, "normal_kept": bkept}}
+    print(f"LOFO (th {NORMAL_THRESHOLD}): normal-vs-defect {acc:.3f}, defect recall {rec:.3f}, normal kept {kept:.3f}; "
+          f"at 0.5: {acc5:.3f}/{rec5:.3f}/{kept5:.3f}; background only: {bacc:.3f}/{brec:.3f}/{bkept:.3f}")
+    # 2. detector on the dev photos and on empty belts
+    det = session(os.path.join(MODELS, "pear_detector.onnx"))
+    cls = session(os.path.join(MODELS, "pear_classifier.onnx"))
+    rows, tiles = [], []
+    for (p, lab, fruit, cam), pnorm in zip(dev_photos(), pn):
+        img = Image.open(p).convert("RGB")
+        b, s = detect(det, img)
+        iou = box_iou(b, pear_box(img)) if b else 0.0
+        verdict = 0 if pnorm >= NORMAL_THRESHOLD else -1
+        rows.append({"photo": os.path.basename(p), "label": lab, "box": b, "score": s, "iou": iou,
+                     "lofo_p_normal": float(pnorm)})
+        if a.sheet:
+            t = img.resize((512, 384))
+            d = ImageDraw.Draw(t)
+            if b:
+                d.rectangle([v / 4 for v in b], outline=(255, 0, 0), width=3)
+            ok = (verdict == 0) == (lab == 0)
+            txt = f"{os.path.basename(p)[:18]}  LOFO: {'normal' if verdict == 0 else 'defect'} p(n)={pnorm:.2f}"
+            d.rectangle([0, 0, 512, 22], fill=(0, 110, 0) if ok else (170, 0, 0))
+            d.text((6, 5), txt, fill=(255, 255, 255))
+            tiles.append(t)
+    rep["dev_detector"] = rows
+    missed = [r["photo"] for r in rows if r["box"] is None]
+    print(f"detector on {len(rows)} dev photos: missed {len(missed)}, mean IoU {np.mean([r['iou'] for r in rows]):.3f}, "
+          f"min IoU {min(r['iou'] for r in rows):.3f}, min score {min(r['score'] for r in rows):.3f}")
+    from train_line_detector import empty_cutouts
+    cut = [detect(det, c) for c in empty_cutouts()]
+    gen_empty = [detect(det, make_line_scene(SEED_EVAL + 1, i, empty=True, size=EVAL_SIZE)[0]) for i in range(40)]
+    rep["empty"] = {"cutouts": len(cut), "cutouts_with_box": sum(b is not None for b, _ in cut),
+                    "generated": len(gen_empty), "generated_with_box": sum(b is not None for b, _ in gen_empty)}
+    print("empty belts:", rep["empty"])
+    # 3. generated held-out set
+    hits, nvd, ious, miss = 0, 0, [], 0
+    for i in range(a.n):
+        img, box, c = make_line_scene(SEED_EVAL, i, size=EVAL_SIZE)
+        b, _ = detect(det, img)
+        if b is None:
+            miss += 1
+            pred = 0
+        else:
+            ious.append(box_iou(b, box))
+            pred = decide(classify(cls, img, b), NORMAL_THRESHOLD)
+        hits += pred == c
+        nvd += (pred == 0) == (c == 0)
+    rep["generated_heldout"] = {"seed": SEED_EVAL, "size": EVAL_SIZE, "n": a.n, "missed": miss,
+                                "mean_iou": float(np.mean(ious)), "accuracy": hits / a.n, "normal_vs_defect": nvd / a.n}
+    print("generated held-out:", rep["generated_heldout"])
+    # 4. time per photo, one core
+    img = Image.open(dev_photos()[0][0]).convert("RGB")
+    ts = []
+    for _ in range(30):
+        t = time.perf_counter()
+        b, _ = detect(det, img)
+        classify(cls, img, b)
+        ts.append((time.perf_counter() - t) * 1000)
+    rep["ms_per_photo_python"] = {"median": float(np.median(ts)), "p90": float(np.percentile(ts, 90))}
+    rep["files"] = {n: {"bytes": os.path.getsize(os.path.join(MODELS, n)),
+                        "sha256": hashlib.sha256(open(os.path.join(MODELS, n), "rb").read()).hexdigest()}
+                    for n in ("pear_detector.onnx", "pear_classifier.onnx")}
+    print("ms/photo (python, incl. resize):", rep["ms_per_photo_python"], rep["files"])
+    if a.sheet:
+        sheet = Image.new("RGB", (4 * 512, 4 * 384), "white")
+        for i, t in enumerate(tiles):
+            sheet.paste(t, ((i % 4) * 512, (i // 4) * 384))
+        sheet.save(a.sheet, optimize=True)
+    with open(a.json, "w") as f:
+        json.dump(rep, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Cached Lite0 features for the classifier experiments and training.
+
+    python features.py --out runs/feats.npz [--synthetic 800] [--views 16] [--painted 12]
+
+Writes, for each input mode (`whole` frame, `crop` = detector box with 10 % margin):
+the pooled Lite0 features of augmented views of each dev photo (`real_*`), of
+painted-defect versions of each dev photo (`paint_*`, source photo index kept so a
+fold never trains on a painted copy of its held-out photo), and of generated line
+scenes (`syn_*`), plus the plain (unaugmented) view of each dev photo (`test_*`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from multiprocessing import Pool
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageEnhance
+
+from lite0 import MEAN, STD, load_lite0
+from line_gen import make_line_scene
+from real import dev_photos, paint_defect, pear_box, pear_mask
+
+SIZE = 224
+MARGIN = 0.1
+SEED_SYN = 7100        # generated training scenes for the classifier
+
+
+def crop_margin(img, box, margin=MARGIN, rng=None):
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    if rng is not None:
+        x1, x2 = x1 + rng.uniform(-0.06, 0.06) * w, x2 + rng.uniform(-0.06, 0.06) * w
+        y1, y2 = y1 + rng.uniform(-0.06, 0.06) * h, y2 + rng.uniform(-0.06, 0.06) * h
+    W, H = img.size
+    return img.crop((max(0, int(x1 - margin * w)), max(0, int(y1 - margin * h)),
+                     min(W, int(x2 + margin * w)), min(H, int(y2 + margin * h))))
+
+
+def augment(img, rng):
+    if rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    img = img.rotate(rng.uniform(-15, 15), resample=Image.BILINEAR)
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.7, 1.3))
+    img = ImageEnhance.Color(img).enhance(rng.uniform(0.75, 1.25))
+    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.85, 1.15))
+    return img
+
+
+def views(img, box, rng):
+    """(whole, crop) of one image, both SIZE x SIZE uint8."""
+    whole = img.resize((SIZE, SIZE), Image.BILINEAR)
+    crop = crop_margin(img, box, rng=rng).resize((SIZE, SIZE), Image.BILINEAR)
+    return np.asarray(whole), np.asarray(crop)
+
+
+def _syn(i):
+    img, box, cls = make_line_scene(SEED_SYN, i)
+    rng = np.random.default_rng([SEED_SYN, i, 1])
+    w, c = views(img, box, rng)
+    return w, c, cls
+
+
+def embed(model, arr):
+    out = []
+    for k in range(0, len(arr), 32):
+        x = (arr[k:k + 32].astype(np.float32) / 255.0 - MEAN) / STD
+        with torch.no_grad():
+            f = model.forward_features(torch.from_numpy(x.transpose(0, 3, 1, 2)).float())
+        out.append(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1).numpy())
+    return np.concatenate(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="runs/feats.npz")
+    ap.add_argument("--synthetic", type=int, default=800)
+    ap.add_argument("--views", type=int, default=16)
+    ap.add_argument("--painted", type=int, default=12)
+    a = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+    photos = dev_photos()
+    rng = np.random.default_rng(11)
+    small, boxes, masks = [], [], []
+    for p, *_ in photos:
+        im = Image.open(p).convert("RGB")
+        b = pear_box(im)
+        s = 768 / im.size[0]
+        small.append(im.resize((768, 576), Image.BILINEAR))
+        boxes.append([v * s for v in b])
+        masks.append(pear_mask(im))
+    data = {k: [] for k in ("real_w", "real_c", "real_i", "paint_w", "paint_c", "paint_i", "paint_y", "test_w", "test_c",
+                            "bg_w", "bgtest_w")}
+    for i, (im, b, m) in enumerate(zip(small, boxes, masks)):
+        w, c = views(im, b, None)
+        data["test_w"].append(w); data["test_c"].append(c)
+        for _ in range(a.views):
+            w, c = views(augment(im, rng), b, rng)
+            data["real_w"].append(w); data["real_c"].append(c); data["real_i"].append(i)
+        # background only: the pear's box (and a little more) blacked out (shortcut check)
+        bg = im.copy()
+        ImageDraw.Draw(bg).rectangle([b[0] - 16, b[1] - 16, b[2] + 16, b[3] + 16], fill=(0, 0, 0))
+        data["bgtest_w"].append(np.asarray(bg.resize((SIZE, SIZE), Image.BILINEAR)))
+        for _ in range(a.views):
+            data["bg_w"].append(np.asarray(augment(bg, rng).resize((SIZE, SIZE), Image.BILINEAR)))
+        for k in range(a.painted):
+            cls = (1, 4, 6)[k % 3]
+            w, c = views(augment(paint_defect(im, m, cls, rng), rng), b, rng)
+            data["paint_w"].append(w); data["paint_c"].append(c); data["paint_i"].append(i); data["paint_y"].append(cls)
+    with Pool(int(os.environ.get('PROCS', '2'))) as pool:
+        syn = pool.map(_syn, range(a.synthetic), chunksize=8)
+    model = load_lite0()
+    out = {"labels": np.array([p[1] for p in photos]), "fruits": np.array([p[2] for p in photos]),
+           "cameras": np.array([p[3] for p in photos]), "names": np.array([os.path.basename(p[0]) for p in photos])}
+    for k in ("real_i", "paint_i", "paint_y"):
+        out[k] = np.array(data[k])
+    for k in ("real_w", "real_c", "paint_w", "paint_c", "test_w", "test_c", "bg_w", "bgtest_w"):
+        out[k] = embed(model, np.stack(data[k]))
+    out["syn_w"] = embed(model, np.stack([s[0] for s in syn]))
+    out["syn_c"] = embed(model, np.stack([s[1] for s in syn]))
+    out["syn_y"] = np.array([s[2] for s in syn])
+    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+    np.savez_compressed(a.out, **out)
+    print("wrote", a.out, {k: v.shape for k, v in out.items()})
+
+
+if __name__ == "__main__":
+    main()
