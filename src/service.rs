@@ -433,13 +433,8 @@ impl Service {
             }
             Err(e) => {
                 log::warn!("download of {url:?} failed: {e}");
-                let code = match e.error_code() {
-                    1 => ErrorCode::InvalidMessage,
-                    4 => ErrorCode::Timeout,
-                    _ => ErrorCode::ResourceNotFound,
-                };
                 let name = download::target_name(url).ok();
-                Item::failed(name, code, e.to_string())
+                Item::failed(name, e.error_code(), e.to_string())
             }
         }
     }

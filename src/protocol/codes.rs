@@ -1,7 +1,7 @@
 //! Numeric vocabulary of the wire protocol: error codes and command codes.
 //!
 //! Owns the mapping between the numbers clients send/receive and typed values.
-//! Must never know what a command *does*; dispatch lives in the reactor and workers.
+//! Must never know what a command *does*: that is `crate::service`.
 
 use std::fmt;
 
@@ -60,32 +60,39 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// The request commands of SPEC §1. The response to a command carries `code() + 1`.
+/// The request commands of SPEC §1: the discriminant is the request `cmd`
+/// value, and the response to a command carries `code() + 1`.
+///
+/// Adding a command: a variant with its code here, its place in [`Command::ALL`]
+/// and its [`Command::name`]; what it does goes in `crate::service`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum Command {
-    /// 0x01
-    Classify,
-    /// 0x03
-    StopClassification,
-    /// 0x20
-    DownloadModel,
-    /// 0x22
-    CurrentModel,
-    /// 0x24
-    ListModels,
-    /// 0x26
-    ChangeModel,
-    /// 0x28
-    DeleteModel,
-    /// 0x30
-    ChangeImageFolder,
-    /// 0x32
-    CurrentImageFolder,
-    /// 0x34
-    ChangeModelFolder,
-    /// 0x40 (ours, not in the original)
-    ServerStatus,
+    Classify = 0x01,
+    StopClassification = 0x03,
+    DownloadModel = 0x20,
+    CurrentModel = 0x22,
+    ListModels = 0x24,
+    ChangeModel = 0x26,
+    DeleteModel = 0x28,
+    ChangeImageFolder = 0x30,
+    CurrentImageFolder = 0x32,
+    ChangeModelFolder = 0x34,
+    /// Ours, not in the original.
+    ServerStatus = 0x40,
 }
+
+/// `BY_CODE[code]` is the command with that request code: [`Command::ALL`]
+/// turned around once, at compile time.
+const BY_CODE: [Option<Command>; 256] = {
+    let mut table = [None; 256];
+    let mut i = 0;
+    while i < Command::ALL.len() {
+        table[Command::ALL[i] as usize] = Some(Command::ALL[i]);
+        i += 1;
+    }
+    table
+};
 
 impl Command {
     /// Every command, in code order.
@@ -106,37 +113,14 @@ impl Command {
     /// The command for a request `cmd` value; `None` for anything unknown
     /// (including the odd response codes and negative numbers).
     pub fn from_code(code: i64) -> Option<Command> {
-        Some(match code {
-            0x01 => Command::Classify,
-            0x03 => Command::StopClassification,
-            0x20 => Command::DownloadModel,
-            0x22 => Command::CurrentModel,
-            0x24 => Command::ListModels,
-            0x26 => Command::ChangeModel,
-            0x28 => Command::DeleteModel,
-            0x30 => Command::ChangeImageFolder,
-            0x32 => Command::CurrentImageFolder,
-            0x34 => Command::ChangeModelFolder,
-            0x40 => Command::ServerStatus,
-            _ => return None,
-        })
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| BY_CODE.get(i).copied().flatten())
     }
 
     /// The request `cmd` value.
     pub fn code(self) -> i64 {
-        match self {
-            Command::Classify => 0x01,
-            Command::StopClassification => 0x03,
-            Command::DownloadModel => 0x20,
-            Command::CurrentModel => 0x22,
-            Command::ListModels => 0x24,
-            Command::ChangeModel => 0x26,
-            Command::DeleteModel => 0x28,
-            Command::ChangeImageFolder => 0x30,
-            Command::CurrentImageFolder => 0x32,
-            Command::ChangeModelFolder => 0x34,
-            Command::ServerStatus => 0x40,
-        }
+        i64::from(self as u8)
     }
 
     /// The response `cmd` value: request code + 1.
@@ -206,6 +190,8 @@ mod tests {
             assert_eq!(cmd.name(), name);
         }
         assert_eq!(Command::ALL.len(), table.len());
+        // In code order, each once: `BY_CODE` relies on it.
+        assert!(Command::ALL.windows(2).all(|w| w[0].code() < w[1].code()));
     }
 
     #[test]
