@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
     let pipeline = Pipeline::load(&cls_path, Some(&det_path), &opts).expect("load models");
     let det = pipeline.detector().expect("detector");
     let cls = pipeline.classifier();
-    let (dsize, csize) = (det.input_w as usize, cls.input_w as usize);
+    let (dsize, csize) = (det.model.input_w as usize, cls.model.input_w as usize);
     eprintln!(
         "models: {} ({dsize}px), {} ({csize}px)",
         det_path.display(),
