@@ -101,7 +101,7 @@ impl HttpEndpoint {
         let parsed: SocketAddr = addr
             .parse()
             .map_err(|_| err(io::Error::new(io::ErrorKind::InvalidInput, "bad address")))?;
-        let std_listener = super::bind_listener(parsed, 128).map_err(err)?;
+        let std_listener = super::accept::bind_listener(parsed, 128).map_err(err)?;
         let mut listener = TcpListener::from_std(std_listener);
         registry
             .register(&mut listener, listener_token, Interest::READABLE)
