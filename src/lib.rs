@@ -9,6 +9,8 @@
 //! file and the CLI overrides; [`paths`] decides which client-supplied names may
 //! be used; [`metrics`] is the one home of the counters.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub(crate) mod completion;
 pub mod config;

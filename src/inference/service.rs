@@ -117,11 +117,6 @@ pub struct CancelToken {
 }
 
 impl CancelToken {
-    /// A token nobody can cancel.
-    pub fn never() -> CancelToken {
-        CancelSource::new().token()
-    }
-
     pub fn is_cancelled(&self) -> bool {
         self.seq < self.state.cancelled_below.load(Ordering::SeqCst)
     }
@@ -271,10 +266,6 @@ impl InferenceService {
     /// e.g. `onnxruntime 1.31.1 (cpu)`.
     pub fn backend(&self) -> String {
         runtime::backend_description()
-    }
-
-    pub fn config(&self) -> &ServiceConfig {
-        &self.inner.cfg
     }
 
     /// Test hook: called with the file name at the start of every job, on the worker.
