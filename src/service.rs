@@ -20,8 +20,8 @@ use crate::completion::Responder;
 use crate::config::Config;
 use crate::download::{self, DownloadLimits};
 use crate::inference::{
-    CancelSource, CancelToken, ClassifyJob, FileOutcome, InferenceService, Pipeline,
-    PipelineOptions, SubmitError,
+    CancelSource, CancelToken, ClassifyJob, FileOutcome, InferenceQueue, Pipeline, PipelineOptions,
+    SubmitError,
 };
 use crate::metrics::{Snapshot, METRICS};
 use crate::models::{self, StoreError};
@@ -94,7 +94,7 @@ pub struct Service {
     config: Config,
     folders: RwLock<Folders>,
     loaded: RwLock<LoadedModels>,
-    inference: InferenceService,
+    inference: InferenceQueue,
     pipeline_options: PipelineOptions,
     download_limits: DownloadLimits,
     /// What 0x26/0x30/0x34 changed (and what was restored at start); the
@@ -146,8 +146,8 @@ impl Service {
         };
         let pipeline = Pipeline::load(&classifier, detector.as_deref(), &pipeline_options)
             .map_err(|e| StartError::Model(e.to_string()))?;
-        let inference = InferenceService::new(
-            crate::inference::ServiceConfig {
+        let inference = InferenceQueue::new(
+            crate::inference::QueueConfig {
                 queue_capacity: config.inference.queue_capacity,
                 max_batch: config.inference.max_batch,
                 batch_delay: Duration::from_millis(config.inference.batch_delay_ms),
@@ -199,7 +199,7 @@ impl Service {
         &self.config
     }
 
-    pub fn inference(&self) -> &InferenceService {
+    pub fn inference(&self) -> &InferenceQueue {
         &self.inference
     }
 
@@ -460,7 +460,7 @@ const QUEUE_FULL: &str = "inference queue full, retry later";
 /// Queues one inference job per file of a 0x01 request; each answers part
 /// `index` of the reply. A job the queue hands back answers code 5 at once.
 fn submit_files(
-    inference: &InferenceService,
+    inference: &InferenceQueue,
     folder: &Path,
     names: Vec<String>,
     cancel: &CancelToken,

@@ -22,7 +22,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use pear_server::config::{Config, ConfigError, Overrides};
-use pear_server::inference::service::load_image;
+use pear_server::inference::queue::load_image;
 use pear_server::inference::{init_runtime, Pipeline, RuntimeError};
 use pear_server::protocol::{parse_request, Command};
 use pear_server::service::{Service, StartError};
