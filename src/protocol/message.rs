@@ -411,34 +411,21 @@ mod tests {
 
     #[test]
     fn wrong_types() {
-        for s in [
-            r#"{"cmd": "1", "request_data": null}"#,
-            r#"{"cmd": 1.0, "request_data": null}"#,
-            r#"{"cmd": null, "request_data": null}"#,
-            r#"{"cmd": 18446744073709551615, "request_data": null}"#,
+        let int = ("cmd", "an integer");
+        let list = ("request_data", "a list or null");
+        for (s, (key, expected)) in [
+            (r#"{"cmd": "1", "request_data": null}"#, int),
+            (r#"{"cmd": 1.0, "request_data": null}"#, int),
+            (r#"{"cmd": null, "request_data": null}"#, int),
+            (
+                r#"{"cmd": 18446744073709551615, "request_data": null}"#,
+                int,
+            ),
+            (r#"{"cmd": 1, "request_data": "a.jpg"}"#, list),
+            (r#"{"cmd": 1, "request_data": {}}"#, list),
+            (r#"{"cmd": 1, "request_data": 0}"#, list),
         ] {
-            assert_eq!(
-                err(s),
-                ParseError::WrongType {
-                    key: "cmd",
-                    expected: "an integer"
-                },
-                "{s}"
-            );
-        }
-        for s in [
-            r#"{"cmd": 1, "request_data": "a.jpg"}"#,
-            r#"{"cmd": 1, "request_data": {}}"#,
-            r#"{"cmd": 1, "request_data": 0}"#,
-        ] {
-            assert_eq!(
-                err(s),
-                ParseError::WrongType {
-                    key: "request_data",
-                    expected: "a list or null"
-                },
-                "{s}"
-            );
+            assert_eq!(err(s), ParseError::WrongType { key, expected }, "{s}");
         }
     }
 
