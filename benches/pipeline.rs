@@ -18,10 +18,9 @@ use pear_server::inference::preprocess::{
     letterbox_into, resize_normalize_into, ChwTarget, Letterbox, Normalize, Rect, IMAGENET_MEAN,
     IMAGENET_STD,
 };
-use pear_server::inference::service::decode_image;
+use pear_server::inference::queue::decode_image;
 use pear_server::inference::{
-    CancelSource, ClassifyJob, FileOutcome, InferenceService, Pipeline, PipelineOptions,
-    ServiceConfig,
+    CancelSource, ClassifyJob, FileOutcome, InferenceQueue, Pipeline, PipelineOptions, QueueConfig,
 };
 
 fn root() -> PathBuf {
@@ -87,7 +86,7 @@ fn bench(c: &mut Criterion) {
     let pipeline = Pipeline::load(&cls_path, Some(&det_path), &opts).expect("load models");
     let det = pipeline.detector().expect("detector");
     let cls = pipeline.classifier();
-    let (dsize, csize) = (det.input_w as usize, cls.input_w as usize);
+    let (dsize, csize) = (det.model.input_w as usize, cls.model.input_w as usize);
     eprintln!(
         "models: {} ({dsize}px), {} ({csize}px)",
         det_path.display(),
@@ -176,7 +175,7 @@ fn bench(c: &mut Criterion) {
 
 /// Service throughput: `jobs` files through the queue on a `threads`-thread pool with
 /// `max_batch`, from submit to the last callback (file read + decode included).
-fn service_round(svc: &InferenceService, folder: &std::path::Path, jobs: usize) {
+fn service_round(svc: &InferenceQueue, folder: &std::path::Path, jobs: usize) {
     let (tx, rx) = std::sync::mpsc::channel();
     let src = CancelSource::new();
     for i in 0..jobs {
@@ -223,11 +222,11 @@ fn bench_service(c: &mut Criterion) {
             .num_threads(threads)
             .build()
             .expect("pool");
-        let cfg = ServiceConfig {
+        let cfg = QueueConfig {
             max_batch,
-            ..ServiceConfig::default()
+            ..QueueConfig::default()
         };
-        let svc = InferenceService::with_pool(cfg, pipeline, std::sync::Arc::new(pool));
+        let svc = InferenceQueue::with_pool(cfg, pipeline, std::sync::Arc::new(pool));
         g.bench_function(
             BenchmarkId::new(format!("{threads}threads_max_batch"), max_batch),
             |b| b.iter(|| service_round(&svc, &folder, jobs)),

@@ -38,6 +38,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::protocol::ErrorCode;
+
 /// Redirect hops followed at most (a 4th redirect fails the download).
 pub const MAX_REDIRECTS: u32 = 3;
 
@@ -107,22 +109,22 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
-    /// The wire error code (SPEC §1): the request itself was unacceptable → 1
-    /// (invalid_message); the transfer ran out of time → 4 (timeout); anything else
-    /// → 2 (resource_not_found).
-    pub fn error_code(&self) -> u8 {
+    /// The wire error code (SPEC §1): the request itself was unacceptable →
+    /// `InvalidMessage`; the transfer ran out of time → `Timeout`; anything else →
+    /// `ResourceNotFound`.
+    pub fn error_code(&self) -> ErrorCode {
         match self {
             DownloadError::BadUrl(_)
             | DownloadError::NotOnnx(_)
             | DownloadError::AlreadyExists(_)
-            | DownloadError::HostRefused(_) => 1,
-            DownloadError::Timeout => 4,
+            | DownloadError::HostRefused(_) => ErrorCode::InvalidMessage,
+            DownloadError::Timeout => ErrorCode::Timeout,
             DownloadError::Http(_)
             | DownloadError::Connect(_)
             | DownloadError::TooLarge { .. }
             | DownloadError::Interrupted(_)
             | DownloadError::Invalid(_)
-            | DownloadError::Io(_) => 2,
+            | DownloadError::Io(_) => ErrorCode::ResourceNotFound,
         }
     }
 }
@@ -666,10 +668,22 @@ mod tests {
 
     #[test]
     fn codes() {
-        assert_eq!(DownloadError::BadUrl(String::new()).error_code(), 1);
-        assert_eq!(DownloadError::HostRefused(String::new()).error_code(), 1);
-        assert_eq!(DownloadError::Timeout.error_code(), 4);
-        assert_eq!(DownloadError::Http(404).error_code(), 2);
-        assert_eq!(DownloadError::TooLarge { limit: 1 }.error_code(), 2);
+        assert_eq!(
+            DownloadError::BadUrl(String::new()).error_code(),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            DownloadError::HostRefused(String::new()).error_code(),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(DownloadError::Timeout.error_code(), ErrorCode::Timeout);
+        assert_eq!(
+            DownloadError::Http(404).error_code(),
+            ErrorCode::ResourceNotFound
+        );
+        assert_eq!(
+            DownloadError::TooLarge { limit: 1 }.error_code(),
+            ErrorCode::ResourceNotFound
+        );
     }
 }

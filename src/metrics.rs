@@ -1,16 +1,19 @@
-//! Process-wide counters for `GET /metrics`, and their Prometheus text
-//! encoding through the `prometheus-client` crate.
+//! The one home of the process's counters ([`METRICS`]), read by `GET /metrics`
+//! and by the 0x40 status command, and their Prometheus text encoding through
+//! the `prometheus-client` crate.
 //!
 //! The hot path only touches plain atomics ([`METRICS`] is a `static`: no
-//! lock, no hash map, no allocation per request). At scrape time a
+//! lock, no hash map, no allocation per request). A request is counted once,
+//! when its reply becomes ready ([`Metrics::reply`]). At scrape time a
 //! [`Snapshot`] is copied out of the atomics and encoded through a
 //! `prometheus_client` collector into a fresh registry.
 //!
-//! Owns: the metric names, labels and bucket bounds. Never: does I/O or
-//! blocks; encoding is pure CPU over a few hundred numbers.
+//! Owns: the counters, the metric names, labels and bucket bounds. Never: does
+//! I/O or blocks; encoding is pure CPU over a few hundred numbers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -19,7 +22,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::protocol::{Command, ErrorCode};
+use crate::protocol::{Command, ErrorCode, Item};
 
 /// Commands plus one slot for requests that never became a command
 /// (unparseable, unknown `cmd`).
@@ -85,6 +88,11 @@ impl<const N: usize> AtomicHistogram<N> {
 
 /// Everything counted, process-wide. See [`METRICS`].
 pub struct Metrics {
+    started: OnceLock<Instant>,
+    /// Several reactors share these: add/sub, never store.
+    open_connections: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
     requests: [[AtomicU64; CODE_SLOTS]; CMD_SLOTS],
     items: [[AtomicU64; CODE_SLOTS]; CMD_SLOTS],
     bytes_in: AtomicU64,
@@ -97,6 +105,10 @@ pub struct Metrics {
 
 /// The process's counters.
 pub static METRICS: Metrics = Metrics {
+    started: OnceLock::new(),
+    open_connections: AtomicU64::new(0),
+    accepted: AtomicU64::new(0),
+    rejected: AtomicU64::new(0),
     requests: [const { [const { AtomicU64::new(0) }; CODE_SLOTS] }; CMD_SLOTS],
     items: [const { [const { AtomicU64::new(0) }; CODE_SLOTS] }; CMD_SLOTS],
     bytes_in: AtomicU64::new(0),
@@ -107,14 +119,20 @@ pub static METRICS: Metrics = Metrics {
     batch_size: AtomicHistogram::new(BATCH_BOUNDS, 1.0),
 };
 
-fn cmd_slot(cmd: Option<Command>) -> usize {
-    match cmd {
-        Some(c) => Command::ALL
-            .iter()
-            .position(|&x| x == c)
-            .unwrap_or(CMD_SLOTS - 1),
-        None => CMD_SLOTS - 1,
+/// `SLOT[code]`: the table row of the command with that request code (its
+/// place in `Command::ALL`), worked out at compile time.
+const SLOT: [u8; 256] = {
+    let mut slots = [0u8; 256];
+    let mut i = 0;
+    while i < Command::ALL.len() {
+        slots[Command::ALL[i] as usize] = i as u8;
+        i += 1;
     }
+    slots
+};
+
+fn cmd_slot(cmd: Option<Command>) -> usize {
+    cmd.map_or(CMD_SLOTS - 1, |c| usize::from(SLOT[usize::from(c as u8)]))
 }
 
 fn cmd_label(slot: usize) -> &'static str {
@@ -122,16 +140,63 @@ fn cmd_label(slot: usize) -> &'static str {
 }
 
 impl Metrics {
-    /// One request answered or dispatched. `code` is the request-level
-    /// outcome: an error response's code, or `NoError` for a normal response
-    /// (whose items are counted by [`Metrics::item`]).
-    pub fn request(&self, cmd: Option<Command>, code: ErrorCode) {
-        self.requests[cmd_slot(cmd)][usize::from(code.as_u8())].fetch_add(1, Ordering::Relaxed);
+    /// Marks the server's start (the first call counts): uptime runs from here.
+    pub fn mark_started(&self) {
+        self.started.get_or_init(Instant::now);
     }
 
-    /// One item of a normal response (e.g. one classified file).
-    pub fn item(&self, cmd: Command, code: ErrorCode) {
-        self.items[cmd_slot(Some(cmd))][usize::from(code.as_u8())].fetch_add(1, Ordering::Relaxed);
+    pub fn uptime(&self) -> Duration {
+        self.started.get().map_or(Duration::ZERO, Instant::elapsed)
+    }
+
+    /// A reply became ready to send: the one place a request is counted. `code`
+    /// is the request-level outcome (an error response's code, or `NoError`
+    /// for a normal response, whose `items` are counted one by one); `started`
+    /// is when its frame was read. Inlined: it runs once per request.
+    #[inline]
+    pub fn reply(&self, cmd: Option<Command>, code: ErrorCode, items: &[Item], started: Instant) {
+        let slot = cmd_slot(cmd);
+        self.requests[slot][usize::from(code.as_u8())].fetch_add(1, Ordering::Relaxed);
+        for item in items {
+            self.items[slot][usize::from(item.error_code.as_u8())].fetch_add(1, Ordering::Relaxed);
+        }
+        self.request_latency
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Replies made ready so far, of every command and code.
+    pub fn requests_served(&self) -> u64 {
+        self.requests
+            .iter()
+            .flatten()
+            .map(|v| v.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn connection_opened(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection refused at the connection limit.
+    pub fn connection_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn open_connections(&self) -> u64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     pub fn bytes_in(&self, n: usize) {
@@ -148,28 +213,11 @@ impl Metrics {
         self.http_requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// From a request's frame being dispatched to its response being ready.
-    pub fn request_latency(&self, d: Duration) {
-        self.request_latency.observe(d.as_secs_f64());
-    }
-
     /// One classifier batch: its size and how long inference took.
     pub fn batch(&self, size: usize, d: Duration) {
         self.batch_size.observe(size as f64);
         self.inference_latency.observe(d.as_secs_f64());
     }
-}
-
-/// Gauges that live elsewhere (the service's stats and queue), read at scrape.
-#[derive(Debug, Clone, Default)]
-pub struct Gauges {
-    pub open_connections: u64,
-    pub accepted: u64,
-    pub rejected: u64,
-    pub queue_depth: u64,
-    pub queue_capacity: u64,
-    pub ready: bool,
-    pub uptime_secs: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -182,7 +230,13 @@ struct HistogramSnapshot {
 /// The numbers of one scrape, copied out of the atomics.
 #[derive(Debug)]
 pub struct Snapshot {
-    gauges: Gauges,
+    queue_depth: u64,
+    queue_capacity: u64,
+    ready: bool,
+    open_connections: u64,
+    accepted: u64,
+    rejected: u64,
+    uptime_secs: f64,
     requests: Vec<(usize, usize, u64)>,
     items: Vec<(usize, usize, u64)>,
     bytes_in: u64,
@@ -207,10 +261,18 @@ fn nonzero(table: &[[AtomicU64; CODE_SLOTS]; CMD_SLOTS]) -> Vec<(usize, usize, u
 }
 
 impl Snapshot {
-    pub fn take(gauges: Gauges) -> Snapshot {
+    /// Copies the counters; the inference queue's level and whether this
+    /// server is ready come from their owners.
+    pub fn take(queue_depth: usize, queue_capacity: usize, ready: bool) -> Snapshot {
         let m = &METRICS;
         Snapshot {
-            gauges,
+            queue_depth: queue_depth as u64,
+            queue_capacity: queue_capacity as u64,
+            ready,
+            open_connections: m.open_connections(),
+            accepted: m.accepted(),
+            rejected: m.rejected(),
+            uptime_secs: m.uptime().as_secs_f64(),
             requests: nonzero(&m.requests),
             items: nonzero(&m.items),
             bytes_in: m.bytes_in.load(Ordering::Relaxed),
@@ -278,24 +340,23 @@ fn by_cmd_and_code(
 
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
-        let g = &self.gauges;
         gauge(
             &mut e,
             "open_connections",
             "Open client connections",
-            g.open_connections as i64,
+            self.open_connections as i64,
         )?;
         counter(
             &mut e,
             "accepted_connections",
             "Client connections accepted",
-            g.accepted,
+            self.accepted,
         )?;
         counter(
             &mut e,
             "rejected_connections",
             "Client connections refused at the connection limit",
-            g.rejected,
+            self.rejected,
         )?;
         by_cmd_and_code(
             &mut e,
@@ -313,13 +374,13 @@ impl Collector for Snapshot {
             &mut e,
             "inference_queue_depth",
             "Files waiting for inference",
-            g.queue_depth as i64,
+            self.queue_depth as i64,
         )?;
         gauge(
             &mut e,
             "inference_queue_capacity",
             "Files the inference queue holds before answering busy",
-            g.queue_capacity as i64,
+            self.queue_capacity as i64,
         )?;
         counter(
             &mut e,
@@ -361,13 +422,13 @@ impl Collector for Snapshot {
             &mut e,
             "ready",
             "1 when the model is loaded and the server accepts connections",
-            i64::from(g.ready),
+            i64::from(self.ready),
         )?;
         gauge_f(
             &mut e,
             "uptime_seconds",
             "Seconds since the server started",
-            g.uptime_secs,
+            self.uptime_secs,
         )?;
         Ok(())
     }
@@ -390,17 +451,15 @@ mod tests {
 
     #[test]
     fn encodes_prometheus_text() {
-        METRICS.request(Some(Command::CurrentModel), ErrorCode::NoError);
-        METRICS.request(None, ErrorCode::InvalidMessage);
-        METRICS.item(Command::Classify, ErrorCode::ResourceNotFound);
-        METRICS.request_latency(Duration::from_micros(70));
-        let text = Snapshot::take(Gauges {
-            open_connections: 3,
-            ready: true,
-            ..Gauges::default()
-        })
-        .encode();
-        assert!(text.contains("pear_open_connections 3"), "{text}");
+        let now = Instant::now();
+        METRICS.reply(Some(Command::CurrentModel), ErrorCode::NoError, &[], now);
+        METRICS.reply(None, ErrorCode::InvalidMessage, &[], now);
+        let missing = Item::failed(None, ErrorCode::ResourceNotFound, "missing");
+        METRICS.reply(Some(Command::Classify), ErrorCode::NoError, &[missing], now);
+        assert!(METRICS.requests_served() >= 3);
+        let text = Snapshot::take(0, 7, true).encode();
+        assert!(text.contains("pear_open_connections "), "{text}");
+        assert!(text.contains("pear_inference_queue_capacity 7"), "{text}");
         assert!(
             text.contains(r#"pear_requests_total{cmd="current_model",error_code="0"}"#),
             "{text}"

@@ -1,41 +1,47 @@
 //! Commands: what each `cmd` of the protocol does, and the state they share
-//! (folders, loaded models, counters, the inference service).
+//! (folders, loaded models, the inference queue).
 //!
-//! [`Service::dispatch`] runs on the reactor thread, so it only validates and
-//! decides: it answers from memory ([`Action::Reply`]) or returns the blocking
-//! part as a closure for the worker pool ([`Action::Work`]), or asks the reactor
-//! to queue per-file inference ([`Action::Classify`]). It never touches the disk
-//! or a model itself; everything that does lives inside the returned closures.
+//! Owns: every command's meaning. [`Service::dispatch`] runs on the reactor
+//! thread, so it only validates and decides: it answers from memory
+//! ([`Action::Now`]) or reserves a later answer ([`Action::Later`]) and hands
+//! the blocking part to a pool itself: inference jobs to the inference queue,
+//! everything else (disk, downloads, model loads) to the management pool.
+//! Never: touches the disk or a model on the reactor, or knows about sockets,
+//! framing or reply order; the [`Responder`] it answers through is all it
+//! sees of the reactor.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::completion::Responder;
 use crate::config::Config;
 use crate::download::{self, DownloadLimits};
-use crate::inference::{Decision, FileOutcome, InferenceService, Pipeline, PipelineOptions};
+use crate::inference::{
+    CancelSource, CancelToken, ClassifyJob, Decision, FileOutcome, InferenceQueue, Pipeline,
+    PipelineOptions, SubmitError,
+};
+use crate::metrics::{Snapshot, METRICS};
 use crate::models::{self, StoreError};
 use crate::paths;
 use crate::protocol::{Command, ErrorCode, Item};
 use crate::state::{self, SavedState};
 
-/// Blocking work for the pool; its items become the response.
-pub type Work = Box<dyn FnOnce() -> Vec<Item> + Send>;
-
-/// What the reactor must do with a request.
-pub enum Action {
-    /// Answer now with these items.
-    Reply(Vec<Item>),
-    /// Run this on the worker pool and answer with its items.
-    Work(Work),
-    /// Queue one inference job per file (names already checked).
-    Classify(Vec<String>),
-    /// Cancel this connection's queued inference, then answer `result` 2.
-    Cancel,
+/// How a request is answered.
+pub(crate) enum Action {
+    /// At once, with these items.
+    Now(Vec<Item>),
+    /// Later, in `parts` parts. The reactor reserves the reply's place in the
+    /// connection's order, then calls `start` at once, on the reactor thread,
+    /// with the [`Responder`] the parts go to; `start` only hands work over
+    /// (submits, spawns), it never does it.
+    Later { parts: usize, start: Start },
 }
+
+/// Starts the work of an [`Action::Later`].
+pub(crate) type Start = Box<dyn FnOnce(Responder)>;
 
 /// A whole-request error response (`cmd: null`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,28 +55,6 @@ impl Refusal {
         Refusal {
             code: ErrorCode::InvalidMessage,
             message: message.into(),
-        }
-    }
-}
-
-/// Counters the reactor and the status command share.
-#[derive(Debug)]
-pub struct Stats {
-    pub started: Instant,
-    pub open_connections: AtomicUsize,
-    pub accepted: AtomicU64,
-    pub rejected: AtomicU64,
-    pub requests_served: AtomicU64,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Stats {
-            started: Instant::now(),
-            open_connections: AtomicUsize::new(0),
-            accepted: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            requests_served: AtomicU64::new(0),
         }
     }
 }
@@ -110,7 +94,7 @@ pub struct Service {
     config: Config,
     folders: RwLock<Folders>,
     loaded: RwLock<LoadedModels>,
-    inference: InferenceService,
+    inference: InferenceQueue,
     pipeline_options: PipelineOptions,
     /// `model.normal_threshold` / `model.no_pear_result`, applied to every model loaded.
     decision: Decision,
@@ -118,7 +102,6 @@ pub struct Service {
     /// What 0x26/0x30/0x34 changed (and what was restored at start); the
     /// lock also serialises writes of the state file.
     changed: Mutex<SavedState>,
-    pub stats: Stats,
 }
 
 /// Why the service could not start.
@@ -171,8 +154,8 @@ impl Service {
             .map_err(|e| StartError::Model(e.to_string()))?
             .with_decision(decision)
             .map_err(|e| StartError::Decision(e.to_string()))?;
-        let inference = InferenceService::new(
-            crate::inference::ServiceConfig {
+        let inference = InferenceQueue::new(
+            crate::inference::QueueConfig {
                 queue_capacity: config.inference.queue_capacity,
                 max_batch: config.inference.max_batch,
                 batch_delay: Duration::from_millis(config.inference.batch_delay_ms),
@@ -180,6 +163,7 @@ impl Service {
             },
             pipeline,
         );
+        METRICS.mark_started();
         let download_limits = DownloadLimits {
             max_bytes: config.model.download_max_bytes,
             timeout: Duration::from_secs(config.model.download_timeout_secs),
@@ -194,7 +178,6 @@ impl Service {
             decision,
             download_limits,
             changed: Mutex::new(SavedState::default()),
-            stats: Stats::default(),
             config,
         })
     }
@@ -225,7 +208,7 @@ impl Service {
         &self.config
     }
 
-    pub fn inference(&self) -> &InferenceService {
+    pub fn inference(&self) -> &InferenceQueue {
         &self.inference
     }
 
@@ -243,51 +226,61 @@ impl Service {
         loaded.classifier_name.clone()
     }
 
+    /// The `/metrics` text: every counter, this service's inference queue,
+    /// and whether the asking reactor is `ready`.
+    pub fn metrics_text(&self, ready: bool) -> String {
+        let capacity = self.config.inference.queue_capacity;
+        Snapshot::take(self.inference.queue_depth(), capacity, ready).encode()
+    }
+
     /// Validates a request and decides how to answer it. Runs on the reactor:
-    /// no disk, no model.
-    pub fn dispatch(
+    /// no disk, no model. `cancel` is the connection's (0x01 takes a token
+    /// from it, 0x03 cancels what it issued).
+    pub(crate) fn dispatch(
         self: &Arc<Self>,
         cmd: Command,
         data: Option<Vec<Value>>,
+        cancel: &CancelSource,
     ) -> Result<Action, Refusal> {
         match cmd {
-            Command::Classify => self.classify_names(data).map(Action::Classify),
-            Command::StopClassification => no_args(cmd, data).map(|_| Action::Cancel),
+            Command::Classify => self.classify(data, cancel),
+            Command::StopClassification => {
+                no_args(cmd, data)?;
+                cancel.cancel_pending();
+                Ok(Action::Now(vec![Item::ok(None)]))
+            }
             Command::CurrentModel => {
                 no_args(cmd, data)?;
-                Ok(Action::Reply(vec![Item::ok(Some(self.current_model()))]))
+                Ok(Action::Now(vec![Item::ok(Some(self.current_model()))]))
             }
             Command::CurrentImageFolder => {
                 no_args(cmd, data)?;
-                Ok(Action::Reply(vec![Item::ok(Some(path_string(
-                    &self.image_folder(),
-                )))]))
+                let folder = path_string(&self.image_folder());
+                Ok(Action::Now(vec![Item::ok(Some(folder))]))
             }
             Command::ServerStatus => {
                 no_args(cmd, data)?;
-                Ok(Action::Reply(vec![self.status_item()]))
+                Ok(Action::Now(vec![self.status_item()]))
             }
             Command::ListModels => {
                 no_args(cmd, data)?;
                 let me = Arc::clone(self);
-                Ok(Action::Work(Box::new(move || me.list_models())))
+                Ok(on_pool(move || me.list_models()))
             }
             Command::ChangeModel => {
                 let name = model_name(cmd, data)?;
                 let me = Arc::clone(self);
-                Ok(Action::Work(Box::new(move || vec![me.change_model(&name)])))
+                Ok(on_pool(move || vec![me.change_model(&name)]))
             }
             Command::DeleteModel => {
                 let name = model_name(cmd, data)?;
                 let me = Arc::clone(self);
-                Ok(Action::Work(Box::new(move || vec![me.delete_model(&name)])))
+                Ok(on_pool(move || vec![me.delete_model(&name)]))
             }
             Command::ChangeImageFolder | Command::ChangeModelFolder => {
                 let path = one_string(cmd, data)?;
                 let me = Arc::clone(self);
-                Ok(Action::Work(Box::new(move || {
-                    vec![me.change_folder(cmd, &path)]
-                })))
+                Ok(on_pool(move || vec![me.change_folder(cmd, &path)]))
             }
             Command::DownloadModel => {
                 let url = one_string(cmd, data)?;
@@ -298,12 +291,34 @@ impl Service {
                 }
                 download::target_name(&url).map_err(|e| Refusal::invalid(e.to_string()))?;
                 let me = Arc::clone(self);
-                Ok(Action::Work(Box::new(move || vec![me.download(&url)])))
+                Ok(on_pool(move || vec![me.download(&url)]))
             }
         }
     }
 
-    fn classify_names(&self, data: Option<Vec<Value>>) -> Result<Vec<String>, Refusal> {
+    /// 0x01: one inference job per file, each answering its own part. A
+    /// request the queue cannot take whole is refused at once with code 5.
+    fn classify(&self, data: Option<Vec<Value>>, cancel: &CancelSource) -> Result<Action, Refusal> {
+        let names = self.classify_names(data)?;
+        if self.inference.queue_depth() + names.len() > self.config.inference.queue_capacity {
+            return Err(Refusal {
+                code: ErrorCode::Busy,
+                message: QUEUE_FULL.to_owned(),
+            });
+        }
+        let inference = self.inference.clone();
+        let folder = self.image_folder();
+        let cancel = cancel.token();
+        Ok(Action::Later {
+            parts: names.len(),
+            start: Box::new(move |responder| {
+                submit_files(&inference, &folder, names, &cancel, &responder)
+            }),
+        })
+    }
+
+    /// Checks the `request_data` of a 0x01 request: the image names to classify.
+    pub fn classify_names(&self, data: Option<Vec<Value>>) -> Result<Vec<String>, Refusal> {
         let list = data.ok_or_else(|| Refusal::invalid("classify needs a list of image names"))?;
         if list.is_empty() {
             return Err(Refusal::invalid("classify needs at least one image name"));
@@ -332,14 +347,14 @@ impl Service {
     }
 
     fn status_item(&self) -> Item {
-        let s = &self.stats;
+        let m = &METRICS;
         let status = json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "uptime_secs": s.started.elapsed().as_secs_f64(),
-            "open_connections": s.open_connections.load(Ordering::Relaxed),
-            "accepted_connections": s.accepted.load(Ordering::Relaxed),
-            "rejected_connections": s.rejected.load(Ordering::Relaxed),
-            "requests_served": s.requests_served.load(Ordering::Relaxed),
+            "uptime_secs": m.uptime().as_secs_f64(),
+            "open_connections": m.open_connections(),
+            "accepted_connections": m.accepted(),
+            "rejected_connections": m.rejected(),
+            "requests_served": m.requests_served(),
             "queue_depth": self.inference.queue_depth(),
             "backend": self.inference.backend(),
             "current_model": self.current_model(),
@@ -444,20 +459,89 @@ impl Service {
             }
             Err(e) => {
                 log::warn!("download of {url:?} failed: {e}");
-                let code = match e.error_code() {
-                    1 => ErrorCode::InvalidMessage,
-                    4 => ErrorCode::Timeout,
-                    _ => ErrorCode::ResourceNotFound,
-                };
                 let name = download::target_name(url).ok();
-                Item::failed(name, code, e.to_string())
+                Item::failed(name, e.error_code(), e.to_string())
             }
         }
     }
 }
 
+const QUEUE_FULL: &str = "inference queue full, retry later";
+
+/// Queues one inference job per file of a 0x01 request; each answers part
+/// `index` of the reply. A job the queue hands back answers code 5 at once.
+fn submit_files(
+    inference: &InferenceQueue,
+    folder: &Path,
+    names: Vec<String>,
+    cancel: &CancelToken,
+    responder: &Responder,
+) {
+    for (index, name) in names.into_iter().enumerate() {
+        let part = responder.clone();
+        let reply_name = name.clone();
+        let job = ClassifyJob {
+            folder: folder.to_owned(),
+            name,
+            cancel: cancel.clone(),
+            done: Box::new(move |outcome: FileOutcome| {
+                part.part(index, outcome_item(reply_name, outcome))
+            }),
+        };
+        if let Err(SubmitError::Busy(job)) = inference.submit(job) {
+            let item = Item::failed(Some(job.name), ErrorCode::Busy, QUEUE_FULL);
+            responder.part(index, item);
+        }
+    }
+}
+
+/// An answer computed on the management pool, in one part.
+fn on_pool(work: impl FnOnce() -> Vec<Item> + Send + 'static) -> Action {
+    Action::Later {
+        parts: 1,
+        start: Box::new(move |responder| spawn_work(work, responder)),
+    }
+}
+
+/// Threads for management commands; more concurrent ones queue.
+const MANAGEMENT_THREADS: usize = 2;
+
+/// Management work (downloads, model loads, directory scans) runs on its own
+/// small pool, so a slow download can never hold the inference workers of the
+/// global pool (and so stall every client's classification).
+fn management_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(MANAGEMENT_THREADS)
+            .thread_name(|i| format!("pear-mgmt-{i}"))
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the management pool: {e}"))
+    })
+}
+
+/// Runs blocking work on the management pool and answers with its items; a
+/// panic becomes an internal-error item instead of taking the process down
+/// (rayon aborts on panics in spawn).
+fn spawn_work(work: impl FnOnce() -> Vec<Item> + Send + 'static, responder: Responder) {
+    management_pool().spawn(move || {
+        let items = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+            Ok(items) => items,
+            Err(_) => {
+                log::error!("a worker job panicked; answering internal_error");
+                vec![Item::failed(
+                    None,
+                    ErrorCode::InternalError,
+                    "internal error",
+                )]
+            }
+        };
+        responder.whole(items);
+    });
+}
+
 /// The response item for one classified file.
-pub fn outcome_item(name: String, outcome: FileOutcome) -> Item {
+fn outcome_item(name: String, outcome: FileOutcome) -> Item {
     let (code, message) = match outcome {
         FileOutcome::Verdict(v) => {
             let bbox = v.bbox.map_or(Value::Null, |b| json!(b));

@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pear_server::download::{download_model, target_name, DownloadError, DownloadLimits};
+use pear_server::protocol::ErrorCode;
 
 const OK_LEN: usize = 20_000;
 const LIMIT: u64 = 64 * 1024;
@@ -371,7 +372,7 @@ fn not_found() {
     let server = Server::start();
     let err = expect_failure(&server.url("/missing.onnx"), &limits());
     assert!(matches!(err, DownloadError::Http(404)), "{err:?}");
-    assert_eq!(err.error_code(), 2);
+    assert_eq!(err.error_code(), ErrorCode::ResourceNotFound);
 }
 
 #[test]
@@ -382,7 +383,7 @@ fn too_large_by_content_length() {
         matches!(err, DownloadError::TooLarge { limit: LIMIT }),
         "{err:?}"
     );
-    assert_eq!(err.error_code(), 2);
+    assert_eq!(err.error_code(), ErrorCode::ResourceNotFound);
 }
 
 #[test]
@@ -411,7 +412,7 @@ fn slow_body_times_out() {
     let started = Instant::now();
     let err = expect_failure(&server.url("/slow.onnx"), &limits());
     assert!(matches!(err, DownloadError::Timeout), "{err:?}");
-    assert_eq!(err.error_code(), 4);
+    assert_eq!(err.error_code(), ErrorCode::Timeout);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -437,7 +438,7 @@ fn connection_dropped_mid_body() {
     let server = Server::start();
     let err = expect_failure(&server.url("/drop.onnx"), &limits());
     assert!(matches!(err, DownloadError::Interrupted(_)), "{err:?}");
-    assert_eq!(err.error_code(), 2);
+    assert_eq!(err.error_code(), ErrorCode::ResourceNotFound);
 }
 
 #[test]
@@ -497,7 +498,7 @@ fn validate_rejecting_leaves_nothing() {
         matches!(&err, DownloadError::Invalid(m) if m == "not a model"),
         "{err:?}"
     );
-    assert_eq!(err.error_code(), 2);
+    assert_eq!(err.error_code(), ErrorCode::ResourceNotFound);
     assert_eq!(called.load(Ordering::SeqCst), 1);
     assert_eq!(entries(dir.path()), before);
 }
@@ -526,14 +527,14 @@ fn validate_panicking_leaves_nothing() {
 fn bad_names_are_refused_before_any_request() {
     let server = Server::start();
     for (path, want_code) in [
-        ("/files/model.txt", 1),
-        ("/files/model.onnx.exe", 1),
-        ("/files/%2e%2e%2fx.onnx", 1),
-        ("/files/a%2Fb.onnx", 1),
-        ("/files/..%2F..%2Fetc%2Fx.onnx", 1),
-        ("/files/a%00.onnx", 1),
-        ("/files/.hidden.onnx", 1),
-        ("/files/", 1),
+        ("/files/model.txt", ErrorCode::InvalidMessage),
+        ("/files/model.onnx.exe", ErrorCode::InvalidMessage),
+        ("/files/%2e%2e%2fx.onnx", ErrorCode::InvalidMessage),
+        ("/files/a%2Fb.onnx", ErrorCode::InvalidMessage),
+        ("/files/..%2F..%2Fetc%2Fx.onnx", ErrorCode::InvalidMessage),
+        ("/files/a%00.onnx", ErrorCode::InvalidMessage),
+        ("/files/.hidden.onnx", ErrorCode::InvalidMessage),
+        ("/files/", ErrorCode::InvalidMessage),
     ] {
         let err = expect_failure(&server.url(path), &limits());
         assert!(
@@ -559,7 +560,7 @@ fn non_http_schemes_are_refused() {
     ] {
         let err = expect_failure(url, &limits());
         assert!(matches!(err, DownloadError::BadUrl(_)), "{url}: {err:?}");
-        assert_eq!(err.error_code(), 1);
+        assert_eq!(err.error_code(), ErrorCode::InvalidMessage);
     }
 }
 
@@ -568,7 +569,7 @@ fn existing_file_is_not_overwritten() {
     let server = Server::start();
     let err = expect_failure(&server.url("/files/existing.onnx"), &limits());
     assert!(matches!(err, DownloadError::AlreadyExists(_)), "{err:?}");
-    assert_eq!(err.error_code(), 1);
+    assert_eq!(err.error_code(), ErrorCode::InvalidMessage);
     assert_eq!(server.hits(), 0, "refused before downloading");
 }
 
@@ -642,7 +643,7 @@ fn private_addresses_are_refused() {
             matches!(err, DownloadError::HostRefused(_)),
             "{url}: {err:?}"
         );
-        assert_eq!(err.error_code(), 1);
+        assert_eq!(err.error_code(), ErrorCode::InvalidMessage);
     }
     assert_eq!(server.hits(), 0, "no connection reached the server");
 }

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pear_server::inference::service::decode_image;
+use pear_server::inference::queue::decode_image;
 use pear_server::inference::{Pipeline, PipelineOptions};
 use serde_json::Value;
 

@@ -46,7 +46,11 @@ fn detects_a_pear_and_reports_its_box() {
     assert_eq!(p.labels()[0], "normal");
     let det = p.detector().expect("detector");
     assert_eq!(
-        (det.input_w, det.input_h, det.dynamic_batch),
+        (
+            det.model.input_w,
+            det.model.input_h,
+            det.model.dynamic_batch
+        ),
         (320, 320, true)
     );
     assert_eq!(det.names.as_deref(), Some(&["pear".to_owned()][..]));
@@ -111,7 +115,8 @@ fn labels_fall_back_to_config_then_to_indices() {
     let p = Pipeline::load(&fixture("tiny_classifier_nometa.onnx"), None, &o).expect("load");
     assert_eq!(p.labels(), &classes[..]);
     // The input shape is fixed in the graph, so img_size is not used.
-    assert_eq!((p.classifier().input_w, p.classifier().input_h), (96, 96));
+    let model = &p.classifier().model;
+    assert_eq!((model.input_w, model.input_h), (96, 96));
     let short = PipelineOptions {
         classes: vec!["a".into()],
         ..opts()

@@ -12,22 +12,16 @@
 use std::path::Path;
 
 use image::RgbImage;
-use ort::value::TensorRef;
 
 use super::metadata;
 use super::preprocess::{
     resize_normalize_into, softmax, ChwTarget, Normalize, Rect, IMAGENET_MEAN, IMAGENET_STD,
 };
-use super::session::{ImageIo, SessionPool};
+use super::session::ImageModel;
 use super::InferenceError;
 
 pub struct Classifier {
-    pool: SessionPool,
-    input_name: String,
-    output_name: String,
-    pub input_h: u32,
-    pub input_w: u32,
-    pub dynamic_batch: bool,
+    pub model: ImageModel,
     pub labels: Vec<String>,
     pub norm: Normalize,
     pub mean: [f32; 3],
@@ -46,50 +40,38 @@ impl Classifier {
         fallback_size: u32,
         fallback_labels: &[String],
     ) -> Result<Classifier, InferenceError> {
-        let pool = SessionPool::load(path, sessions)?;
-        let bad = |what: String| InferenceError::Incompatible {
-            path: path.display().to_string(),
-            what,
-        };
-        let session = pool.get();
-        let io = ImageIo::read(&session, path, "classifier")?;
-        let shape = io.input_shape.clone();
-        let out_shape = io.output_shape.clone();
+        let model = ImageModel::load(path, sessions, "classifier", "input_size", fallback_size)?;
+        let out_shape = &model.output_shape;
         if out_shape.len() != 2 {
-            return Err(bad(format!(
-                "classifier output must be [B, K], found {out_shape:?}"
-            )));
+            return Err(InferenceError::Incompatible {
+                path: path.display().to_string(),
+                what: format!("classifier output must be [B, K], found {out_shape:?}"),
+            });
         }
-        let meta = session.metadata().ok();
-        let custom = |k: &str| meta.as_ref().and_then(|m| m.custom(k));
-        let (input_h, input_w) = match (shape[2], shape[3]) {
-            (h, w) if h > 0 && w > 0 => (h as u32, w as u32),
-            _ => custom("input_size")
-                .and_then(|s| metadata::parse_size(&s))
-                .unwrap_or((fallback_size, fallback_size)),
-        };
-        if input_h == 0 || input_w == 0 {
-            return Err(bad(
-                "classifier input size is unknown (img_size is 0)".into()
-            ));
-        }
-        let mean = custom("mean")
+        let mean = model
+            .metadata("mean")
             .and_then(|s| metadata::parse_triplet(&s))
             .unwrap_or(IMAGENET_MEAN);
-        let std = custom("std")
+        let std = model
+            .metadata("std")
             .and_then(|s| metadata::parse_triplet(&s))
             .filter(|s| s.iter().all(|v| *v > 0.0))
             .unwrap_or(IMAGENET_STD);
-        let crop_margin = match custom("crop_margin").map(|s| s.trim().parse::<f32>()) {
+        let crop_margin = match model
+            .metadata("crop_margin")
+            .map(|s| s.trim().parse::<f32>())
+        {
             None => 0.0,
             Some(Ok(m)) if (0.0..=MAX_CROP_MARGIN).contains(&m) => m,
             Some(_) => {
-                return Err(bad(format!(
-                    "crop_margin metadata must be a number in 0..={MAX_CROP_MARGIN}"
-                )))
+                return Err(InferenceError::Incompatible {
+                    path: path.display().to_string(),
+                    what: format!("crop_margin metadata must be a number in 0..={MAX_CROP_MARGIN}"),
+                })
             }
         };
-        let mut labels = custom("names")
+        let mut labels = model
+            .metadata("names")
             .and_then(|s| metadata::parse_names(&s))
             .unwrap_or_else(|| fallback_labels.to_vec());
         if out_shape[1] > 0 {
@@ -106,17 +88,8 @@ impl Classifier {
                 labels.push(format!("class_{}", labels.len()));
             }
         }
-        let (input_name, output_name) = (io.input_name, io.output_name);
-        let dynamic_batch = shape[0] <= 0;
-        drop(meta);
-        drop(session);
         Ok(Classifier {
-            pool,
-            input_name,
-            output_name,
-            input_h,
-            input_w,
-            dynamic_batch,
+            model,
             labels,
             norm: Normalize::mean_std(mean, std),
             mean,
@@ -135,7 +108,7 @@ impl Classifier {
 
     /// Resizes and normalises each (image, region) into one `[len, 3, H, W]` buffer.
     pub fn preprocess(&self, crops: &[(&RgbImage, Rect)]) -> Vec<f32> {
-        let (h, w) = (self.input_h as usize, self.input_w as usize);
+        let (h, w) = self.model.size();
         let per = 3 * h * w;
         let mut buf = vec![0f32; per * crops.len()];
         for ((img, region), slot) in crops.iter().zip(buf.chunks_mut(per)) {
@@ -151,32 +124,16 @@ impl Classifier {
 
     /// Runs a preprocessed buffer of `count` images; returns each image's probabilities.
     pub fn run(&self, buf: &[f32], count: usize) -> Result<Vec<Vec<f32>>, InferenceError> {
-        let (h, w) = (self.input_h as usize, self.input_w as usize);
-        let run_err = |e: ort::Error| InferenceError::Run(format!("classifier: {e}"));
-        let chunk = if self.dynamic_batch { count.max(1) } else { 1 };
         let mut all = Vec::with_capacity(count);
-        for part in buf.chunks(chunk * 3 * h * w) {
-            let b = part.len() / (3 * h * w);
-            let input = TensorRef::from_array_view(([b, 3, h, w], part)).map_err(run_err)?;
-            let mut session = self.pool.get();
-            let outputs = session
-                .run(ort::inputs![self.input_name.as_str() => input])
-                .map_err(run_err)?;
-            let out = outputs.get(&self.output_name).ok_or_else(|| {
-                InferenceError::BadOutput(format!(
-                    "classifier output {:?} missing",
-                    self.output_name
-                ))
-            })?;
-            let (shape, data) = out.try_extract_tensor::<f32>().map_err(run_err)?;
-            let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        self.model.run_chunked(buf, count, |b, dims, data| {
             if dims.len() != 2 || dims[0] != b || dims[1] == 0 {
                 return Err(InferenceError::BadOutput(format!(
                     "classifier output shape {dims:?} for batch {b}"
                 )));
             }
             all.extend(data.chunks(dims[1]).take(b).map(softmax));
-        }
+            Ok(())
+        })?;
         Ok(all)
     }
 }

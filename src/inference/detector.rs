@@ -11,11 +11,10 @@
 use std::path::Path;
 
 use image::RgbImage;
-use ort::value::TensorRef;
 
 use super::metadata;
 use super::preprocess::{letterbox_into, ChwTarget, Letterbox};
-use super::session::{ImageIo, SessionPool};
+use super::session::ImageModel;
 use super::InferenceError;
 
 /// One detected box, corners in some pixel space (input or source).
@@ -111,14 +110,7 @@ pub fn decode_yolo(
 
 /// A loaded detector.
 pub struct Detector {
-    pool: SessionPool,
-    input_name: String,
-    output_name: String,
-    /// Model input height and width.
-    pub input_h: u32,
-    pub input_w: u32,
-    /// Whether several images can share one run.
-    pub dynamic_batch: bool,
+    pub model: ImageModel,
     /// Class names from the metadata (informational).
     pub names: Option<Vec<String>>,
 }
@@ -129,54 +121,23 @@ impl Detector {
         sessions: usize,
         fallback_size: u32,
     ) -> Result<Detector, InferenceError> {
-        let pool = SessionPool::load(path, sessions)?;
-        let bad = |what: String| InferenceError::Incompatible {
-            path: path.display().to_string(),
-            what,
-        };
-        let session = pool.get();
-        let io = ImageIo::read(&session, path, "detector")?;
-        let shape = io.input_shape.clone();
-        let out_rank = io.output_shape.len();
+        let model = ImageModel::load(path, sessions, "detector", "imgsz", fallback_size)?;
+        let out_rank = model.output_shape.len();
         if out_rank != 3 {
-            return Err(bad(format!(
-                "detector output must be [B, 4+nc, N], found rank {out_rank}"
-            )));
+            return Err(InferenceError::Incompatible {
+                path: path.display().to_string(),
+                what: format!("detector output must be [B, 4+nc, N], found rank {out_rank}"),
+            });
         }
-        let meta = session.metadata().ok();
-        let meta_size = meta
-            .as_ref()
-            .and_then(|m| m.custom("imgsz"))
-            .and_then(|s| metadata::parse_size(&s));
-        let names = meta
-            .as_ref()
-            .and_then(|m| m.custom("names"))
+        let names = model
+            .metadata("names")
             .and_then(|s| metadata::parse_names(&s));
-        let (input_h, input_w) = match (shape[2], shape[3]) {
-            (h, w) if h > 0 && w > 0 => (h as u32, w as u32),
-            _ => meta_size.unwrap_or((fallback_size, fallback_size)),
-        };
-        if input_h == 0 || input_w == 0 {
-            return Err(bad("detector input size is unknown (img_size is 0)".into()));
-        }
-        let (input_name, output_name) = (io.input_name, io.output_name);
-        let dynamic_batch = shape[0] <= 0;
-        drop(meta);
-        drop(session);
-        Ok(Detector {
-            pool,
-            input_name,
-            output_name,
-            input_h,
-            input_w,
-            dynamic_batch,
-            names,
-        })
+        Ok(Detector { model, names })
     }
 
     /// Letterboxes `imgs` into one `[len, 3, H, W]` buffer.
     pub fn preprocess(&self, imgs: &[&RgbImage]) -> (Vec<f32>, Vec<Letterbox>) {
-        let (h, w) = (self.input_h as usize, self.input_w as usize);
+        let (h, w) = self.model.size();
         let per = 3 * h * w;
         let mut buf = vec![0f32; per * imgs.len()];
         let boxes = imgs
@@ -204,22 +165,8 @@ impl Detector {
         count: usize,
         conf: f32,
     ) -> Result<Vec<Vec<Detection>>, InferenceError> {
-        let (h, w) = (self.input_h as usize, self.input_w as usize);
-        let run_err = |e: ort::Error| InferenceError::Run(format!("detector: {e}"));
-        let chunk = if self.dynamic_batch { count.max(1) } else { 1 };
         let mut all = Vec::with_capacity(count);
-        for part in buf.chunks(chunk * 3 * h * w) {
-            let b = part.len() / (3 * h * w);
-            let input = TensorRef::from_array_view(([b, 3, h, w], part)).map_err(run_err)?;
-            let mut session = self.pool.get();
-            let outputs = session
-                .run(ort::inputs![self.input_name.as_str() => input])
-                .map_err(run_err)?;
-            let out = outputs.get(&self.output_name).ok_or_else(|| {
-                InferenceError::BadOutput(format!("detector output {:?} missing", self.output_name))
-            })?;
-            let (shape, data) = out.try_extract_tensor::<f32>().map_err(run_err)?;
-            let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        self.model.run_chunked(buf, count, |b, dims, data| {
             if dims.len() != 3 || dims[0] != b {
                 return Err(InferenceError::BadOutput(format!(
                     "detector output shape {dims:?} for batch {b}"
@@ -232,7 +179,8 @@ impl Detector {
                 let one = &data[i * rows * cols..(i + 1) * rows * cols];
                 all.push(decode_yolo(one, rows, cols, channels_first, 0, conf));
             }
-        }
+            Ok(())
+        })?;
         Ok(all)
     }
 }

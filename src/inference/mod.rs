@@ -1,28 +1,28 @@
 //! Inference: owns ONNX Runtime, preprocessing, the detector + classifier pipeline and
-//! the worker-side job queue. Never touches sockets: the reactor submits
-//! [`ClassifyJob`]s and gets each [`FileOutcome`] back through the job's callback.
+//! the worker-side job queue. Never touches sockets: the service submits
+//! [`ClassifyJob`]s to the [`InferenceQueue`] and gets each [`FileOutcome`] back
+//! through the job's callback.
 //!
 //! - [`runtime`]: finds and loads the ONNX Runtime shared library (`ort` load-dynamic).
 //! - [`preprocess`]: letterbox geometry, the fused resize+normalise into CHW tensors.
 //! - [`detector`], [`classifier`]: the two models, their metadata and output decoding.
 //! - [`pipeline`]: detector → crop → classifier, batched per stage.
-//! - [`service`]: bounded queue, dynamic batching, cancellation, time limit, swap.
+//! - [`queue`]: bounded queue, dynamic batching, cancellation, time limit, swap.
 
 pub mod classifier;
 pub mod detector;
 pub mod metadata;
 pub mod pipeline;
 pub mod preprocess;
+pub mod queue;
 pub mod runtime;
-pub mod service;
 mod session;
 
 pub use pipeline::{decide, Analysis, Decision, Pipeline, PipelineOptions, Verdict};
-pub use runtime::{init_runtime, RuntimeError};
-pub use service::{
-    CancelSource, CancelToken, ClassifyJob, FileOutcome, InferenceService, ServiceConfig,
-    SubmitError,
+pub use queue::{
+    CancelSource, CancelToken, ClassifyJob, FileOutcome, InferenceQueue, QueueConfig, SubmitError,
 };
+pub use runtime::{init_runtime, RuntimeError};
 
 /// Why loading or running a model failed.
 #[derive(Debug, Clone, thiserror::Error)]

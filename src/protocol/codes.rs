@@ -1,35 +1,59 @@
 //! Numeric vocabulary of the wire protocol: error codes and command codes.
 //!
 //! Owns the mapping between the numbers clients send/receive and typed values.
-//! Must never know what a command *does*; dispatch lives in the reactor and workers.
+//! Must never know what a command *does*: that is `crate::service`.
 
 use std::fmt;
 
-/// `error_code` values of SPEC §1. Codes 0–4 are the Python original's, 5–6 are ours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ErrorCode {
-    NoError = 0,
-    InvalidMessage = 1,
-    ResourceNotFound = 2,
-    NotExistCommand = 3,
-    Timeout = 4,
-    Busy = 5,
-    InternalError = 6,
+/// Declares a wire enum from one table, a row per value: the variant, its
+/// wire number as the discriminant (implicit: numbered from 0 in table order),
+/// and its snake-case name. Generates the enum, `ALL` (table order) and
+/// `name()`, so the number and the name of a value stand on one line.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $enum:ident {
+            $( $(#[$row_meta:meta])* $variant:ident $(= $code:literal)? => $name:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $enum {
+            $( $(#[$row_meta])* $variant $(= $code)?, )+
+        }
+
+        impl $enum {
+            /// Every value, in table order.
+            pub const ALL: [$enum; [$($enum::$variant),+].len()] = [$($enum::$variant),+];
+
+            /// Snake-case name, for logs, metrics and config keys.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $enum::$variant => $name, )+
+                }
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// `error_code` values of SPEC §1, numbered from 0 in this order (the
+    /// test `error_code_numbers_match_spec` pins them). Codes 0–4 are the
+    /// Python original's, 5–6 are ours. `name()` is the key of the code in the
+    /// config's `ERROR_CODE` section.
+    pub enum ErrorCode {
+        NoError => "no_error",
+        InvalidMessage => "invalid_message",
+        ResourceNotFound => "resource_not_found",
+        NotExistCommand => "not_exist_command",
+        Timeout => "timeout",
+        Busy => "busy",
+        InternalError => "internal_error",
+    }
 }
 
 impl ErrorCode {
-    /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 7] = [
-        ErrorCode::NoError,
-        ErrorCode::InvalidMessage,
-        ErrorCode::ResourceNotFound,
-        ErrorCode::NotExistCommand,
-        ErrorCode::Timeout,
-        ErrorCode::Busy,
-        ErrorCode::InternalError,
-    ];
-
     /// The number sent on the wire.
     pub fn as_u8(self) -> u8 {
         self as u8
@@ -39,19 +63,6 @@ impl ErrorCode {
     pub fn from_u8(code: u8) -> Option<ErrorCode> {
         ErrorCode::ALL.get(usize::from(code)).copied()
     }
-
-    /// The key used for this code in the config's `ERROR_CODE` section (`"invalid_message"`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            ErrorCode::NoError => "no_error",
-            ErrorCode::InvalidMessage => "invalid_message",
-            ErrorCode::ResourceNotFound => "resource_not_found",
-            ErrorCode::NotExistCommand => "not_exist_command",
-            ErrorCode::Timeout => "timeout",
-            ErrorCode::Busy => "busy",
-            ErrorCode::InternalError => "internal_error",
-        }
-    }
 }
 
 impl fmt::Display for ErrorCode {
@@ -60,105 +71,57 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// The request commands of SPEC §1. The response to a command carries `code() + 1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Command {
-    /// 0x01
-    Classify,
-    /// 0x03
-    StopClassification,
-    /// 0x20
-    DownloadModel,
-    /// 0x22
-    CurrentModel,
-    /// 0x24
-    ListModels,
-    /// 0x26
-    ChangeModel,
-    /// 0x28
-    DeleteModel,
-    /// 0x30
-    ChangeImageFolder,
-    /// 0x32
-    CurrentImageFolder,
-    /// 0x34
-    ChangeModelFolder,
-    /// 0x40 (ours, not in the original)
-    ServerStatus,
+wire_enum! {
+    /// The request commands of SPEC §1: the discriminant is the request `cmd`
+    /// value, and the response to a command carries `code() + 1`.
+    ///
+    /// Adding a command: one row here, in code order; what it does goes in
+    /// `crate::service`.
+    pub enum Command {
+        Classify = 0x01 => "classify",
+        StopClassification = 0x03 => "stop_classification",
+        DownloadModel = 0x20 => "download_model",
+        CurrentModel = 0x22 => "current_model",
+        ListModels = 0x24 => "list_models",
+        ChangeModel = 0x26 => "change_model",
+        DeleteModel = 0x28 => "delete_model",
+        ChangeImageFolder = 0x30 => "change_image_folder",
+        CurrentImageFolder = 0x32 => "current_image_folder",
+        ChangeModelFolder = 0x34 => "change_model_folder",
+        /// Ours, not in the original.
+        ServerStatus = 0x40 => "server_status",
+    }
 }
 
-impl Command {
-    /// Every command, in code order.
-    pub const ALL: [Command; 11] = [
-        Command::Classify,
-        Command::StopClassification,
-        Command::DownloadModel,
-        Command::CurrentModel,
-        Command::ListModels,
-        Command::ChangeModel,
-        Command::DeleteModel,
-        Command::ChangeImageFolder,
-        Command::CurrentImageFolder,
-        Command::ChangeModelFolder,
-        Command::ServerStatus,
-    ];
+/// `BY_CODE[code]` is the command with that request code: [`Command::ALL`]
+/// turned around once, at compile time.
+const BY_CODE: [Option<Command>; 256] = {
+    let mut table = [None; 256];
+    let mut i = 0;
+    while i < Command::ALL.len() {
+        table[Command::ALL[i] as usize] = Some(Command::ALL[i]);
+        i += 1;
+    }
+    table
+};
 
+impl Command {
     /// The command for a request `cmd` value; `None` for anything unknown
     /// (including the odd response codes and negative numbers).
     pub fn from_code(code: i64) -> Option<Command> {
-        Some(match code {
-            0x01 => Command::Classify,
-            0x03 => Command::StopClassification,
-            0x20 => Command::DownloadModel,
-            0x22 => Command::CurrentModel,
-            0x24 => Command::ListModels,
-            0x26 => Command::ChangeModel,
-            0x28 => Command::DeleteModel,
-            0x30 => Command::ChangeImageFolder,
-            0x32 => Command::CurrentImageFolder,
-            0x34 => Command::ChangeModelFolder,
-            0x40 => Command::ServerStatus,
-            _ => return None,
-        })
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| BY_CODE.get(i).copied().flatten())
     }
 
     /// The request `cmd` value.
     pub fn code(self) -> i64 {
-        match self {
-            Command::Classify => 0x01,
-            Command::StopClassification => 0x03,
-            Command::DownloadModel => 0x20,
-            Command::CurrentModel => 0x22,
-            Command::ListModels => 0x24,
-            Command::ChangeModel => 0x26,
-            Command::DeleteModel => 0x28,
-            Command::ChangeImageFolder => 0x30,
-            Command::CurrentImageFolder => 0x32,
-            Command::ChangeModelFolder => 0x34,
-            Command::ServerStatus => 0x40,
-        }
+        i64::from(self as u8)
     }
 
     /// The response `cmd` value: request code + 1.
     pub fn response_code(self) -> i64 {
         self.code() + 1
-    }
-
-    /// Snake-case name for logs and metrics (`"classify"`, `"current_model"`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Command::Classify => "classify",
-            Command::StopClassification => "stop_classification",
-            Command::DownloadModel => "download_model",
-            Command::CurrentModel => "current_model",
-            Command::ListModels => "list_models",
-            Command::ChangeModel => "change_model",
-            Command::DeleteModel => "delete_model",
-            Command::ChangeImageFolder => "change_image_folder",
-            Command::CurrentImageFolder => "current_image_folder",
-            Command::ChangeModelFolder => "change_model_folder",
-            Command::ServerStatus => "server_status",
-        }
     }
 }
 
@@ -206,6 +169,8 @@ mod tests {
             assert_eq!(cmd.name(), name);
         }
         assert_eq!(Command::ALL.len(), table.len());
+        // In code order, each once: `BY_CODE` relies on it.
+        assert!(Command::ALL.windows(2).all(|w| w[0].code() < w[1].code()));
     }
 
     #[test]

@@ -190,16 +190,6 @@ impl Framer {
         self.framing
     }
 
-    /// The configured mode.
-    pub fn mode(&self) -> FramingMode {
-        self.mode
-    }
-
-    /// The configured payload size limit.
-    pub fn max_message(&self) -> usize {
-        self.max_message
-    }
-
     /// Whitespace already skipped in front of the next message (between JSON messages,
     /// or before a connection's first message). The caller may drop that many bytes from
     /// the front of its buffer at once (e.g. to free an idle connection's buffer after a

@@ -10,7 +10,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::codes::{Command, ErrorCode};
+use super::codes::ErrorCode;
 use super::hexlit::rewrite_hex_literals;
 use super::scan::skip_string;
 
@@ -22,13 +22,6 @@ pub struct Request {
     pub request_data: Option<Vec<Value>>,
     /// The client's `"id"`, echoed in the response.
     pub id: Option<Value>,
-}
-
-impl Request {
-    /// The command, or `None` for an unknown `cmd` (answer code 3).
-    pub fn command(&self) -> Option<Command> {
-        Command::from_code(self.cmd)
-    }
 }
 
 /// Why a payload is not a valid request. `Display` is the client-facing message.
@@ -328,6 +321,7 @@ pub fn encode_error(code: ErrorCode, message: &str, id: Option<&Value>, out: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Command;
     use serde_json::json;
 
     const DEPTH: usize = 32;
@@ -344,7 +338,7 @@ mod tests {
     fn typical_request_with_hex_cmd() {
         let r = parse(r#"{"cmd": 0x01, "request_data": ["a.jpg", "b.png"]}"#).unwrap();
         assert_eq!(r.cmd, 1);
-        assert_eq!(r.command(), Some(Command::Classify));
+        assert_eq!(Command::from_code(r.cmd), Some(Command::Classify));
         assert_eq!(r.request_data, Some(vec![json!("a.jpg"), json!("b.png")]));
         assert_eq!(r.id, None);
     }
@@ -361,7 +355,7 @@ mod tests {
         assert_eq!(r.id, Some(json!({"n": [7]})));
         // Unknown commands parse; dispatch answers code 3.
         let r = parse(r#"{"cmd": -5, "request_data": null}"#).unwrap();
-        assert_eq!(r.command(), None);
+        assert_eq!(Command::from_code(r.cmd), None);
     }
 
     #[test]
@@ -417,34 +411,21 @@ mod tests {
 
     #[test]
     fn wrong_types() {
-        for s in [
-            r#"{"cmd": "1", "request_data": null}"#,
-            r#"{"cmd": 1.0, "request_data": null}"#,
-            r#"{"cmd": null, "request_data": null}"#,
-            r#"{"cmd": 18446744073709551615, "request_data": null}"#,
+        let int = ("cmd", "an integer");
+        let list = ("request_data", "a list or null");
+        for (s, (key, expected)) in [
+            (r#"{"cmd": "1", "request_data": null}"#, int),
+            (r#"{"cmd": 1.0, "request_data": null}"#, int),
+            (r#"{"cmd": null, "request_data": null}"#, int),
+            (
+                r#"{"cmd": 18446744073709551615, "request_data": null}"#,
+                int,
+            ),
+            (r#"{"cmd": 1, "request_data": "a.jpg"}"#, list),
+            (r#"{"cmd": 1, "request_data": {}}"#, list),
+            (r#"{"cmd": 1, "request_data": 0}"#, list),
         ] {
-            assert_eq!(
-                err(s),
-                ParseError::WrongType {
-                    key: "cmd",
-                    expected: "an integer"
-                },
-                "{s}"
-            );
-        }
-        for s in [
-            r#"{"cmd": 1, "request_data": "a.jpg"}"#,
-            r#"{"cmd": 1, "request_data": {}}"#,
-            r#"{"cmd": 1, "request_data": 0}"#,
-        ] {
-            assert_eq!(
-                err(s),
-                ParseError::WrongType {
-                    key: "request_data",
-                    expected: "a list or null"
-                },
-                "{s}"
-            );
+            assert_eq!(err(s), ParseError::WrongType { key, expected }, "{s}");
         }
     }
 

@@ -3,8 +3,8 @@
 //! of at most 8 KiB, one request per connection, `Connection: close`, at most
 //! [`MAX_CONNS`] connections, each closed after [`TIMEOUT`].
 //!
-//! Owns: the HTTP listener, its connections and the tiny HTTP/1.x parsing
-//! and response framing. The response bodies come from the reactor
+//! Owns: the HTTP listener, its connections, routing and response framing;
+//! the request head is parsed by `httparse`. The response bodies come from the reactor
 //! ([`Route`]), which knows whether it is draining.
 //!
 //! Never: blocks, touches the disk, or keeps a connection after its answer.
@@ -101,7 +101,7 @@ impl HttpEndpoint {
         let parsed: SocketAddr = addr
             .parse()
             .map_err(|_| err(io::Error::new(io::ErrorKind::InvalidInput, "bad address")))?;
-        let std_listener = super::bind_listener(parsed, 128).map_err(err)?;
+        let std_listener = super::accept::bind_listener(parsed, 128).map_err(err)?;
         let mut listener = TcpListener::from_std(std_listener);
         registry
             .register(&mut listener, listener_token, Interest::READABLE)
@@ -115,10 +115,6 @@ impl HttpEndpoint {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
-    }
-
-    pub fn owns(&self, token: Token) -> bool {
-        token.0 >= HTTP_BASE || token == self.listener_token
     }
 
     /// Handles one event for the listener or a connection.
@@ -178,7 +174,7 @@ impl HttpEndpoint {
                     }
                     Ok(n) => {
                         conn.head.extend_from_slice(&chunk[..n]);
-                        if conn.head.len() > MAX_HEAD || head_complete(&conn.head) {
+                        if conn.head.len() > MAX_HEAD {
                             break;
                         }
                     }
@@ -192,10 +188,8 @@ impl HttpEndpoint {
             }
             let reply = if conn.head.len() > MAX_HEAD {
                 Some(Answer::text(431, "request head too large\n"))
-            } else if head_complete(&conn.head) {
-                Some(respond(&conn.head, answer))
             } else {
-                None
+                respond(&conn.head, answer)
             };
             if let Some(reply) = reply {
                 crate::metrics::METRICS.http_request();
@@ -235,31 +229,32 @@ impl HttpEndpoint {
     }
 }
 
-fn head_complete(head: &[u8]) -> bool {
-    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
-}
+/// Headers read at most; a head with more is answered 431.
+const MAX_HEADERS: usize = 32;
 
-/// Parses the request line and picks the answer.
-fn respond(head: &[u8], answer: &dyn Fn(Route) -> Answer) -> Answer {
-    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
-        return Answer::text(400, "bad request\n");
-    };
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Answer::text(400, "bad request\n");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Answer::text(400, "bad request\n");
+/// Parses the request head (with `httparse`) and picks the answer; `None`
+/// while the head is incomplete.
+fn respond(head: &[u8], answer: &dyn Fn(Route) -> Answer) -> Option<Answer> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return None,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Some(Answer::text(431, "too many header fields\n"))
+        }
+        Err(_) => return Some(Answer::text(400, "bad request\n")),
     }
+    let (Some(method), Some(path)) = (request.method, request.path) else {
+        return Some(Answer::text(400, "bad request\n"));
+    };
     if method != "GET" {
-        return Answer::text(405, "only GET\n");
+        return Some(Answer::text(405, "only GET\n"));
     }
-    match Route::of(path) {
+    Some(match Route::of(path) {
         Route::NotFound => Answer::text(404, "not found\n"),
         route => answer(route),
-    }
+    })
 }
 
 fn reason(status: u16) -> &'static str {
@@ -309,21 +304,39 @@ mod tests {
         Answer::text(200, format!("{route:?}"))
     }
 
+    fn status(head: &[u8]) -> Option<u16> {
+        respond(head, &ok).map(|a| a.status)
+    }
+
     #[test]
     fn routes_and_errors() {
+        let body = |head: &[u8]| respond(head, &ok).map(|a| a.body);
         assert_eq!(
-            respond(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", &ok).body,
-            "Healthz"
+            body(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
+            Some("Healthz")
         );
         assert_eq!(
-            respond(b"GET /metrics?name=x HTTP/1.0\r\n\r\n", &ok).body,
-            "Metrics"
+            body(b"GET /metrics?name=x HTTP/1.0\r\n\r\n").as_deref(),
+            Some("Metrics")
         );
-        assert_eq!(respond(b"GET /nope HTTP/1.1\r\n\r\n", &ok).status, 404);
-        assert_eq!(respond(b"POST /metrics HTTP/1.1\r\n\r\n", &ok).status, 405);
-        assert_eq!(respond(b"garbage\r\n\r\n", &ok).status, 400);
-        assert_eq!(respond(b"GET / SPDY/3\r\n\r\n", &ok).status, 400);
-        assert_eq!(respond(&[0xff, b' ', b'\n', b'\n'], &ok).status, 400);
+        assert_eq!(body(b"GET /readyz HTTP/1.1\n\n").as_deref(), Some("Readyz"));
+        assert_eq!(status(b"GET /nope HTTP/1.1\r\n\r\n"), Some(404));
+        assert_eq!(status(b"POST /metrics HTTP/1.1\r\n\r\n"), Some(405));
+        assert_eq!(status(b"garbage\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET / SPDY/3\r\n\r\n"), Some(400));
+        assert_eq!(status(&[0xff, b' ', b'\n', b'\n']), Some(400));
+    }
+
+    #[test]
+    fn waits_for_the_whole_head() {
+        assert_eq!(status(b""), None);
+        assert_eq!(status(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), None);
+        let mut many = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(status(&many), Some(431));
     }
 
     #[test]

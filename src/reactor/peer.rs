@@ -1,91 +1,97 @@
-//! One connection: its socket, input buffer, framer, the replies it is owed in
-//! request order, and its bounded output buffer. The states and transitions are
-//! described in `docs/LIFECYCLE.md`.
+//! One connection: its socket, input buffer, framer, [`ReplyQueue`] and where
+//! it is in its life. The states and transitions are described in
+//! `docs/LIFECYCLE.md`.
 //!
-//! A peer never blocks and never does real work: complete requests are handed
-//! back to the reactor, which dispatches them.
+//! Owns: its own state. The reactor drives it through verbs ([`Peer::on_event`],
+//! [`Peer::read_some`], [`Peer::stop_reading`], [`Peer::close`],
+//! [`Peer::flush`], [`Peer::release`]) and never writes its fields. Never:
+//! blocks or does real work; complete requests are handed back to the reactor,
+//! which dispatches them.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use mio::event::Event;
 use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
 use serde_json::Value;
 
+use super::replies::{Filled, ReplyQueue, KEEP_CAPACITY};
+use crate::completion::Part;
 use crate::inference::CancelSource;
 use crate::protocol::{
-    encode_error, encode_frame_with, encode_response, ErrorCode, Framer, Framing, Item,
+    encode_error, encode_response, ErrorCode, Frame, FrameError, Framer, Framing, Item,
 };
 
 /// Where a peer is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+enum Phase {
     /// Reading requests (possibly paused by backpressure, see [`Peer::wants_input`]).
     Open,
     /// No more requests will be read (client sent EOF, the stream can no longer
     /// be trusted, or the server is shutting down); close once every owed reply
     /// has been written.
     Closing,
+    /// Broken or expired: nothing more is read or written; the reactor
+    /// releases it before it next sleeps.
+    Closed,
 }
 
-/// A reply owed to the client, in request order.
-enum Reply {
-    /// Still waiting for workers.
-    Waiting {
-        cmd: i64,
-        id: Option<Value>,
-        items: Vec<Option<Item>>,
-        missing: usize,
-    },
-    /// Encoded and framed, waiting for the replies before it.
-    Ready(Vec<u8>),
+/// How a read went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadOutcome {
+    /// This many bytes were added to the input buffer.
+    Data(usize),
+    /// Nothing more to read for now.
+    WouldBlock,
+    /// The client sent EOF: the peer stopped reading.
+    Eof,
+    /// The read failed: the peer is closed.
+    Failed,
 }
 
-pub struct Peer {
-    pub stream: TcpStream,
-    pub addr: SocketAddr,
-    pub generation: u64,
-    pub framer: Framer,
-    pub phase: Phase,
+pub(crate) struct Peer {
+    stream: TcpStream,
+    addr: SocketAddr,
+    token: Token,
+    generation: u64,
+    framer: Framer,
+    phase: Phase,
     /// Bytes read but not yet consumed by the framer.
     input: Vec<u8>,
-    /// Framed replies not yet written; `output[written..]` is pending.
-    output: Vec<u8>,
-    written: usize,
-    replies: VecDeque<Reply>,
-    /// Sequence number of `replies.front()`.
-    first_seq: u64,
+    replies: ReplyQueue,
     /// The kernel may hold unread bytes (edge-triggered: set on a readable
     /// event, cleared on WouldBlock or on a short read, see [`Peer::read_some`]).
-    pub readable: bool,
+    readable: bool,
     /// An event reported EOF or an error already queued behind the data: keep
     /// reading until the read that returns it, even after short reads.
-    pub hung_up: bool,
+    hung_up: bool,
     /// WRITABLE interest is registered (only while output is pending).
-    pub write_interest: bool,
-    pub last_active: Instant,
-    pub cancel: CancelSource,
-    pub close_reason: &'static str,
+    write_interest: bool,
+    last_active: Instant,
+    cancel: CancelSource,
+    close_reason: &'static str,
 }
 
-/// Buffers larger than this are released when they empty, so idle
-/// connections cost little memory.
-const KEEP_CAPACITY: usize = 4096;
-
 impl Peer {
-    pub fn new(stream: TcpStream, addr: SocketAddr, generation: u64, framer: Framer) -> Peer {
+    /// A peer for a stream registered READABLE under `token`.
+    pub(crate) fn new(
+        stream: TcpStream,
+        addr: SocketAddr,
+        token: Token,
+        generation: u64,
+        framer: Framer,
+    ) -> Peer {
         Peer {
             stream,
             addr,
+            token,
             generation,
             framer,
             phase: Phase::Open,
             input: Vec::new(),
-            output: Vec::new(),
-            written: 0,
-            replies: VecDeque::new(),
-            first_seq: 0,
+            replies: ReplyQueue::default(),
             readable: true,
             hung_up: false,
             write_interest: false,
@@ -95,74 +101,142 @@ impl Peer {
         }
     }
 
-    /// Requests accepted but not yet fully answered into the output buffer.
-    pub fn in_flight(&self) -> usize {
-        self.replies.len()
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
-    pub fn pending_output(&self) -> usize {
-        self.output.len() - self.written
+    /// Unique per accepted connection: tells this peer from a later one in
+    /// the same slab slot.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Cancels this connection's queued inference (0x03).
+    pub(crate) fn cancel(&self) -> &CancelSource {
+        &self.cancel
+    }
+
+    /// Takes in a readiness event for this peer's socket.
+    pub(crate) fn on_event(&mut self, event: &Event) {
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.readable = true;
+        }
+        if event.is_read_closed() || event.is_error() {
+            self.hung_up = true;
+        }
+    }
+
+    /// The kernel may hold bytes for us.
+    pub(crate) fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// Requests accepted but not yet fully answered into the output buffer.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.replies.in_flight()
+    }
+
+    pub(crate) fn pending_output(&self) -> usize {
+        self.replies.pending_output()
     }
 
     /// True when the peer may take another request: open, under its in-flight
     /// limit and with room in its output buffer. False = backpressure.
-    pub fn wants_input(&self, max_in_flight: usize, max_output: usize) -> bool {
+    pub(crate) fn wants_input(&self, max_in_flight: usize, max_output: usize) -> bool {
         self.phase == Phase::Open
             && self.in_flight() < max_in_flight
             && self.pending_output() < max_output
     }
 
-    /// Done: nothing more will be read and everything owed has been written.
-    pub fn finished(&self) -> bool {
-        self.phase == Phase::Closing && self.replies.is_empty() && self.pending_output() == 0
+    /// Nothing owed and nothing heard for `idle` by `now`.
+    pub(crate) fn idle(&self, now: Instant, idle: Duration) -> bool {
+        self.in_flight() == 0 && now.duration_since(self.last_active) >= idle
     }
 
-    pub fn input(&self) -> &[u8] {
-        &self.input
+    /// Ready to be released: closed, or closing with every owed reply written.
+    pub(crate) fn done(&self) -> bool {
+        match self.phase {
+            Phase::Open => false,
+            Phase::Closing => self.replies.is_empty(),
+            Phase::Closed => true,
+        }
+    }
+
+    /// Reads no more requests; owed replies are still written, then the peer
+    /// is done. `reason` is logged at release.
+    pub(crate) fn stop_reading(&mut self, reason: &'static str) {
+        if self.phase != Phase::Closed {
+            self.phase = Phase::Closing;
+            self.readable = false;
+            self.close_reason = reason;
+        }
+    }
+
+    /// Gives up on the connection: nothing more is read or written.
+    pub(crate) fn close(&mut self, reason: &'static str) {
+        if self.phase != Phase::Closed {
+            self.phase = Phase::Closed;
+            self.close_reason = reason;
+        }
     }
 
     /// Lends the input buffer out (so requests can be handled from it while
     /// the peer is borrowed elsewhere); give it back with [`Peer::restore_input`].
-    pub fn take_input(&mut self) -> Vec<u8> {
+    pub(crate) fn take_input(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.input)
     }
 
-    pub fn restore_input(&mut self, input: Vec<u8>) {
+    pub(crate) fn restore_input(&mut self, input: Vec<u8>) {
         self.input = input;
         if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
             self.input = Vec::new();
         }
     }
 
+    /// The next complete frame at the start of `buf` (see [`Framer::next_frame`]).
+    pub(crate) fn next_frame(&mut self, buf: &[u8]) -> Result<Option<Frame>, FrameError> {
+        self.framer.next_frame(buf)
+    }
+
+    /// See [`Framer::discard_whitespace`].
+    pub(crate) fn discard_whitespace(&mut self) -> usize {
+        self.framer.discard_whitespace()
+    }
+
     /// Reads what the socket has into `scratch`, then into the input buffer,
-    /// and marks the peer active at `now` (the reactor's turn clock).
-    /// Returns bytes read; Ok(0) means EOF. WouldBlock clears `readable`.
+    /// and marks the peer active at `now` (the reactor's turn clock). EOF
+    /// stops reading; an error closes the peer.
     ///
     /// A short read (less than `scratch` holds) also clears `readable`: the
     /// socket was drained at that moment, and with edge-triggered epoll any
     /// byte arriving later raises a new event. This saves the second `recv`
     /// that would only return EAGAIN, one of three syscalls per request on
     /// the 0x22 path. Not when the event already reported EOF or an error
-    /// ([`Peer::hung_up`]): no new edge would announce those.
-    pub fn read_some(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<usize> {
+    /// (`hung_up`): no new edge would announce those.
+    pub(crate) fn read_some(&mut self, scratch: &mut [u8], now: Instant) -> ReadOutcome {
         loop {
             match self.stream.read(scratch) {
+                Ok(0) => {
+                    self.stop_reading("closed by client");
+                    return ReadOutcome::Eof;
+                }
                 Ok(n) => {
                     self.input.extend_from_slice(&scratch[..n]);
-                    if n > 0 {
-                        self.last_active = now;
-                        if n < scratch.len() && !self.hung_up {
-                            self.readable = false;
-                        }
-                    }
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if e.kind() == io::ErrorKind::WouldBlock {
+                    self.last_active = now;
+                    if n < scratch.len() && !self.hung_up {
                         self.readable = false;
                     }
-                    return Err(e);
+                    return ReadOutcome::Data(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return ReadOutcome::WouldBlock;
+                }
+                Err(e) => {
+                    log::debug!("read from {}: {e}", self.addr);
+                    self.close("read error");
+                    return ReadOutcome::Failed;
                 }
             }
         }
@@ -173,126 +247,70 @@ impl Peer {
     }
 
     /// Queues a finished response (items ready now).
-    pub fn reply_now(&mut self, cmd: i64, items: &[Item], id: Option<&Value>) {
-        self.push_ready(|out| encode_response(cmd, items, id, out));
+    pub(crate) fn reply_now(&mut self, cmd: i64, items: &[Item], id: Option<&Value>) {
+        let framing = self.framing();
+        self.replies
+            .push_ready(framing, |out| encode_response(cmd, items, id, out));
     }
 
     /// Queues an error response (`cmd: null`).
-    pub fn reply_error(&mut self, code: ErrorCode, message: &str, id: Option<&Value>) {
-        self.push_ready(|out| encode_error(code, message, id, out));
-    }
-
-    /// Frames a ready reply. When nothing is owed before it (the common case)
-    /// it is encoded straight into the output buffer: no extra allocation or
-    /// copy on the hot path.
-    fn push_ready(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+    pub(crate) fn reply_error(&mut self, code: ErrorCode, message: &str, id: Option<&Value>) {
         let framing = self.framing();
-        if self.replies.is_empty() {
-            if self.pending_output() == 0 {
-                self.output.clear();
-                self.written = 0;
-            }
-            encode_frame_with(framing, &mut self.output, encode);
-            self.first_seq += 1;
-        } else {
-            let mut framed = Vec::with_capacity(128);
-            encode_frame_with(framing, &mut framed, encode);
-            self.replies.push_back(Reply::Ready(framed));
-        }
+        self.replies
+            .push_ready(framing, |out| encode_error(code, message, id, out));
     }
 
-    /// Reserves a place for a reply that workers will fill with `n` items;
-    /// returns its sequence number.
-    pub fn reply_later(&mut self, cmd: i64, id: Option<Value>, n: usize) -> u64 {
-        let seq = self.first_seq + self.replies.len() as u64;
-        self.replies.push_back(Reply::Waiting {
-            cmd,
-            id,
-            items: (0..n).map(|_| None).collect(),
-            missing: n,
-        });
-        seq
+    /// Reserves a place for a reply that will come in `parts` parts; returns
+    /// its sequence number.
+    pub(crate) fn reply_later(&mut self, cmd: i64, id: Option<Value>, parts: usize) -> u64 {
+        self.replies.reserve(cmd, id, parts)
     }
 
-    /// Stores a worker's result. Returns true when a reply became ready to send.
-    pub fn fill(&mut self, seq: u64, index: Option<usize>, new_items: Vec<Item>) -> bool {
-        let Some(pos) = seq.checked_sub(self.first_seq) else {
-            return false;
-        };
+    /// Stores a worker's part of reply `seq` (see [`ReplyQueue::fill`]).
+    pub(crate) fn fill(&mut self, seq: u64, part: Part) -> Filled {
         let framing = self.framing();
-        let Some(reply) = self.replies.get_mut(pos as usize) else {
-            return false;
-        };
-        let Reply::Waiting {
-            cmd,
-            id,
-            items,
-            missing,
-        } = reply
-        else {
-            return false;
-        };
-        match index {
-            Some(i) => {
-                if let (Some(slot), Some(item)) = (items.get_mut(i), new_items.into_iter().next()) {
-                    if slot.is_none() {
-                        *missing -= 1;
-                    }
-                    *slot = Some(item);
-                }
-            }
-            None => {
-                *items = new_items.into_iter().map(Some).collect();
-                *missing = 0;
-            }
-        }
-        if *missing > 0 {
-            return false;
-        }
-        let done: Vec<Item> = items.drain(..).flatten().collect();
-        let mut framed = Vec::with_capacity(64 + 96 * done.len());
-        encode_frame_with(framing, &mut framed, |out| {
-            encode_response(*cmd, &done, id.as_ref(), out)
-        });
-        *reply = Reply::Ready(framed);
-        self.promote()
+        self.replies.fill(framing, seq, part)
     }
 
-    /// Moves ready replies from the front of the queue into the output
-    /// buffer. Returns true when anything moved.
-    fn promote(&mut self) -> bool {
-        let mut moved = false;
-        while let Some(Reply::Ready(_)) = self.replies.front() {
-            if let Some(Reply::Ready(bytes)) = self.replies.pop_front() {
-                if self.pending_output() == 0 {
-                    self.output.clear();
-                    self.written = 0;
-                }
-                self.output.extend_from_slice(&bytes);
-                self.first_seq += 1;
-                moved = true;
-            }
+    /// Writes pending output until done or WouldBlock, and keeps WRITABLE
+    /// interest registered exactly while output is left. Returns true when
+    /// everything was written; a write error closes the peer.
+    pub(crate) fn flush(&mut self, registry: &Registry) -> bool {
+        if self.phase == Phase::Closed {
+            return false;
         }
-        moved
+        let all_written = match self.replies.write_to(&mut self.stream) {
+            Ok(all) => all,
+            Err(e) => {
+                log::debug!("write to {}: {e}", self.addr);
+                self.close("write error");
+                return false;
+            }
+        };
+        let want_write = !all_written;
+        if want_write != self.write_interest {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) = registry.reregister(&mut self.stream, self.token, interest) {
+                log::warn!("reregister {}: {e}", self.addr);
+            }
+            self.write_interest = want_write;
+        }
+        all_written
     }
 
-    /// Writes pending output until done or WouldBlock. Returns Ok(true) when
-    /// everything was written.
-    pub fn flush(&mut self) -> io::Result<bool> {
-        while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        self.output.clear();
-        self.written = 0;
-        if self.output.capacity() > KEEP_CAPACITY {
-            self.output = Vec::new();
-        }
-        Ok(true)
+    /// Ends the connection: cancels its queued inference (it would be wasted
+    /// work), deregisters the socket and logs why (`open` peers remain).
+    pub(crate) fn release(mut self, registry: &Registry, open: usize) {
+        self.cancel.cancel_pending();
+        let _ = registry.deregister(&mut self.stream);
+        log::info!(
+            "connection closed: {} ({}; open: {open})",
+            self.addr,
+            self.close_reason,
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! it (config file, then the state file, then validation); the pipeline is built by
 //! [`Service::start`], so it is the very `Pipeline` (one ONNX Runtime session per model
 //! per worker) the server's workers share; the payload goes through the server's own
-//! parsing and 0x01 validation ([`parse_request`], [`Service::dispatch`]). Each of the
+//! parsing and 0x01 validation ([`parse_request`], [`Service::classify_names`]). Each of the
 //! `inference.workers` threads then loops over the named files: read and decode
 //! ([`load_image`], the worker's own function), [`Pipeline::classify`] (one image, as the
 //! server with `max_batch: 1`), record the latency. Completions inside the measuring
@@ -22,10 +22,10 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use pear_server::config::{Config, ConfigError, Overrides};
-use pear_server::inference::service::load_image;
+use pear_server::inference::queue::load_image;
 use pear_server::inference::{init_runtime, Pipeline, RuntimeError};
 use pear_server::protocol::{parse_request, Command};
-use pear_server::service::{Action, Service, StartError};
+use pear_server::service::{Service, StartError};
 use pear_server::state;
 
 use crate::load::{new_histogram, LoadError, Outcome, MAX_LATENCY_NS};
@@ -96,11 +96,10 @@ fn file_names(service: &Arc<Service>, payloads: &[String]) -> Result<Vec<String>
                 "--raw-pipeline runs 0x01 (classify) requests only".into()
             ));
         }
-        match service.dispatch(Command::Classify, req.request_data) {
-            Ok(Action::Classify(list)) => names.extend(list),
-            Ok(_) => return Err(bad("not a classify request".into())),
-            Err(refusal) => return Err(bad(refusal.message)),
-        }
+        let list = service
+            .classify_names(req.request_data)
+            .map_err(|refusal| bad(refusal.message))?;
+        names.extend(list);
     }
     Ok(names)
 }

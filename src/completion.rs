@@ -1,5 +1,8 @@
-//! The way back from the worker pool to the reactor: a channel of
-//! [`Completion`]s plus one `mio::Waker`.
+//! The way back from the worker pools to the reactor: a channel of
+//! [`Completion`]s plus one `mio::Waker`, and the [`Responder`] through which
+//! the service's work answers. The contract between `crate::reactor` (which
+//! makes tickets and reads completions) and `crate::service` (which answers
+//! through them), so it sits below both.
 //!
 //! Every job is tagged with the peer's slab key *and* its generation, so a reply
 //! for a connection that has closed meanwhile is dropped and can never reach a
@@ -76,5 +79,38 @@ impl Notifier {
     /// Called by the reactor before it drains the channel.
     pub fn clear_wake(&self) {
         self.wake_pending.store(false, Ordering::Release);
+    }
+}
+
+/// Where a slow command sends its answer: the reply's [`Ticket`] and the way
+/// back to its reactor. The reactor makes one for each `Action::Later` once
+/// the reply's place in the connection's order is reserved; the service hands
+/// it (or clones of it, one per part) to the work it starts.
+#[derive(Clone)]
+pub struct Responder {
+    ticket: Ticket,
+    notifier: Notifier,
+}
+
+impl Responder {
+    pub(crate) fn new(ticket: Ticket, notifier: Notifier) -> Responder {
+        Responder { ticket, notifier }
+    }
+
+    /// Answers the whole request with `items`.
+    pub fn whole(self, items: Vec<Item>) {
+        self.part_done(Part::Whole(items));
+    }
+
+    /// Answers part `index` (of the reply's announced parts) with `item`.
+    pub fn part(&self, index: usize, item: Item) {
+        self.part_done(Part::File { index, item });
+    }
+
+    fn part_done(&self, part: Part) {
+        self.notifier.send(Completion {
+            ticket: self.ticket,
+            part,
+        });
     }
 }

@@ -2,7 +2,7 @@
 //! with dynamic batching, cancellation, a time limit, panic isolation and model swap.
 //!
 //! Design:
-//! - [`InferenceService::submit`] never blocks. It pushes the job onto a bounded
+//! - [`InferenceQueue::submit`] never blocks. It pushes the job onto a bounded
 //!   `VecDeque` (full → [`SubmitError::Busy`] hands the job back, the caller answers
 //!   code 5) and spawns one drain task on the pool. Every push is paired with a spawn
 //!   and every task that finds work takes at least one job, so no job is stranded.
@@ -24,7 +24,7 @@
 //!   that job; a panic in the batched inference is retried image by image so only the
 //!   culprit gets `Internal`. A panicking `done` callback is logged and swallowed. The
 //!   pool thread always survives.
-//! - [`InferenceService::swap`] replaces an `Arc<Pipeline>`; running batches keep the
+//! - [`InferenceQueue::swap`] replaces an `Arc<Pipeline>`; running batches keep the
 //!   old one alive until they finish.
 
 use std::collections::VecDeque;
@@ -47,7 +47,7 @@ pub const MAX_IMAGE_SIDE: u32 = 16_384;
 
 /// Queue and batching settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceConfig {
+pub struct QueueConfig {
     /// Jobs waiting to start, at most; past it `submit` answers `Busy`.
     pub queue_capacity: usize,
     /// Most images per model run.
@@ -58,9 +58,9 @@ pub struct ServiceConfig {
     pub time_limit: Duration,
 }
 
-impl Default for ServiceConfig {
+impl Default for QueueConfig {
     fn default() -> Self {
-        ServiceConfig {
+        QueueConfig {
             queue_capacity: 1024,
             max_batch: 1,
             batch_delay: Duration::ZERO,
@@ -117,11 +117,6 @@ pub struct CancelToken {
 }
 
 impl CancelToken {
-    /// A token nobody can cancel.
-    pub fn never() -> CancelToken {
-        CancelSource::new().token()
-    }
-
     pub fn is_cancelled(&self) -> bool {
         self.seq < self.state.cancelled_below.load(Ordering::SeqCst)
     }
@@ -171,7 +166,7 @@ pub enum SubmitError {
     Busy(ClassifyJob),
 }
 
-/// See [`InferenceService::set_test_hook`].
+/// See [`InferenceQueue::set_test_hook`].
 pub type TestHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 struct Queued {
@@ -182,40 +177,40 @@ struct Queued {
 struct Inner {
     queue: Mutex<VecDeque<Queued>>,
     arrived: Condvar,
-    cfg: ServiceConfig,
+    cfg: QueueConfig,
     pipeline: RwLock<Arc<Pipeline>>,
     pool: Option<Arc<rayon::ThreadPool>>,
     hook: RwLock<Option<TestHook>>,
 }
 
-/// The classification service. Cloning shares the same queue and pipeline.
+/// The inference queue of 0x01. Cloning shares the same queue and pipeline.
 #[derive(Clone)]
-pub struct InferenceService {
+pub struct InferenceQueue {
     inner: Arc<Inner>,
 }
 
-impl InferenceService {
+impl InferenceQueue {
     /// Runs jobs on the global rayon pool.
-    pub fn new(cfg: ServiceConfig, pipeline: Pipeline) -> InferenceService {
+    pub fn new(cfg: QueueConfig, pipeline: Pipeline) -> InferenceQueue {
         Self::build(cfg, pipeline, None)
     }
 
     /// Runs jobs on `pool` instead of the global one (tests, benches).
     pub fn with_pool(
-        cfg: ServiceConfig,
+        cfg: QueueConfig,
         pipeline: Pipeline,
         pool: Arc<rayon::ThreadPool>,
-    ) -> InferenceService {
+    ) -> InferenceQueue {
         Self::build(cfg, pipeline, Some(pool))
     }
 
     fn build(
-        mut cfg: ServiceConfig,
+        mut cfg: QueueConfig,
         pipeline: Pipeline,
         pool: Option<Arc<rayon::ThreadPool>>,
-    ) -> InferenceService {
+    ) -> InferenceQueue {
         cfg.max_batch = cfg.max_batch.max(1);
-        InferenceService {
+        InferenceQueue {
             inner: Arc::new(Inner {
                 queue: Mutex::new(VecDeque::new()),
                 arrived: Condvar::new(),
@@ -271,10 +266,6 @@ impl InferenceService {
     /// e.g. `onnxruntime 1.31.1 (cpu)`.
     pub fn backend(&self) -> String {
         runtime::backend_description()
-    }
-
-    pub fn config(&self) -> &ServiceConfig {
-        &self.inner.cfg
     }
 
     /// Test hook: called with the file name at the start of every job, on the worker.

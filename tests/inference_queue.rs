@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use image::{Rgb, RgbImage};
 use pear_server::inference::{
-    CancelSource, CancelToken, ClassifyJob, FileOutcome, InferenceService, Pipeline,
-    PipelineOptions, ServiceConfig, SubmitError,
+    CancelSource, CancelToken, ClassifyJob, FileOutcome, InferenceQueue, Pipeline, PipelineOptions,
+    QueueConfig, SubmitError,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -61,12 +61,12 @@ fn images() -> tempfile::TempDir {
     dir
 }
 
-fn service(cfg: ServiceConfig, p: Pipeline) -> InferenceService {
+fn service(cfg: QueueConfig, p: Pipeline) -> InferenceQueue {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .expect("pool");
-    InferenceService::with_pool(cfg, p, Arc::new(pool))
+    InferenceQueue::with_pool(cfg, p, Arc::new(pool))
 }
 
 fn job(
@@ -96,7 +96,7 @@ fn collect(rx: &Receiver<(String, FileOutcome)>, n: usize) -> Vec<(String, FileO
 
 /// A hook that parks the job named `name` until the returned sender is dropped or
 /// sent to, and reports on `started` when it parked.
-fn blocker(svc: &InferenceService, name: &'static str) -> (Sender<()>, Receiver<()>) {
+fn blocker(svc: &InferenceQueue, name: &'static str) -> (Sender<()>, Receiver<()>) {
     let (release_tx, release_rx) = channel::<()>();
     let (started_tx, started_rx) = channel::<()>();
     let release_rx = Mutex::new(release_rx);
@@ -120,7 +120,7 @@ fn good_missing_undecodable_and_escaping_files() {
         dir.path().join("link.png"),
     )
     .expect("symlink");
-    let svc = service(ServiceConfig::default(), pipeline(None));
+    let svc = service(QueueConfig::default(), pipeline(None));
     assert!(
         svc.backend().starts_with("onnxruntime 1.31"),
         "{}",
@@ -170,9 +170,9 @@ fn good_missing_undecodable_and_escaping_files() {
 #[test]
 fn full_queue_hands_the_job_back() {
     let dir = images();
-    let cfg = ServiceConfig {
+    let cfg = QueueConfig {
         queue_capacity: 2,
-        ..ServiceConfig::default()
+        ..QueueConfig::default()
     };
     let svc = service(cfg, pipeline(None));
     let (release, started) = blocker(&svc, "good.jpg");
@@ -204,7 +204,7 @@ fn full_queue_hands_the_job_back() {
 #[test]
 fn cancel_pending_cancels_queued_jobs_only() {
     let dir = images();
-    let svc = service(ServiceConfig::default(), pipeline(None));
+    let svc = service(QueueConfig::default(), pipeline(None));
     let (release, started) = blocker(&svc, "good.jpg");
     let (tx, rx) = channel();
     let conn_a = CancelSource::new();
@@ -246,9 +246,9 @@ fn cancel_pending_cancels_queued_jobs_only() {
 fn time_limit_on_start_and_on_finish() {
     let dir = images();
     // Starts late: everything queued behind a parked job for longer than the limit.
-    let cfg = ServiceConfig {
+    let cfg = QueueConfig {
         time_limit: Duration::from_millis(300),
-        ..ServiceConfig::default()
+        ..QueueConfig::default()
     };
     let svc = service(cfg, pipeline(None));
     let (tx, rx) = channel();
@@ -277,7 +277,7 @@ fn time_limit_on_start_and_on_finish() {
 #[test]
 fn panic_in_a_job_is_internal_and_the_service_lives_on() {
     let dir = images();
-    let svc = service(ServiceConfig::default(), pipeline(None));
+    let svc = service(QueueConfig::default(), pipeline(None));
     svc.set_test_hook(Some(Arc::new(|n: &str| {
         if n == "good.jpg" {
             panic!("injected failure");
@@ -311,7 +311,7 @@ fn panic_in_a_job_is_internal_and_the_service_lives_on() {
 #[test]
 fn swap_while_a_job_runs() {
     let dir = images();
-    let svc = service(ServiceConfig::default(), pipeline(None));
+    let svc = service(QueueConfig::default(), pipeline(None));
     let (release, started) = blocker(&svc, "good.jpg");
     let (tx, rx) = channel();
     let src = CancelSource::new();
@@ -347,9 +347,9 @@ fn swap_while_a_job_runs() {
 #[test]
 fn batches_across_jobs() {
     let dir = images();
-    let cfg = ServiceConfig {
+    let cfg = QueueConfig {
         max_batch: 4,
-        ..ServiceConfig::default()
+        ..QueueConfig::default()
     };
     let svc = service(cfg, pipeline(None));
     let (release, started) = blocker(&svc, "good.jpg");
