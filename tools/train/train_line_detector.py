@@ -150,7 +150,13 @@ def main():
     ap.add_argument("--out", default="runs/line_detector.pt")
     ap.add_argument("--onnx", default=None)
     ap.add_argument("--json", default="runs/line_detector.json")
+    ap.add_argument("--export-only", action="store_true", help="export --out's weights to --onnx")
     a = ap.parse_args()
+    if a.export_only:
+        model = LineDetector()
+        model.load_state_dict(torch.load(a.out, map_location="cpu"))
+        export(model, a.onnx)
+        return
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     t0 = time.time()
