@@ -378,7 +378,7 @@ fn classify_mixed_files_in_order() {
     )
     .unwrap();
     let v = c.request(
-        r#"{"cmd": 0x01, "request_data": ["normal_01.jpg", "missing.jpg", "garbage.png", "bruise_01.jpg"]}"#,
+        r#"{"cmd": 0x01, "request_data": ["normal_01.jpg", "missing.jpg", "garbage.png", "dark_spot_01.jpg"]}"#,
     );
     assert_eq!(v["cmd"], json!(2));
     let it = items(&v);
@@ -393,7 +393,7 @@ fn classify_mixed_files_in_order() {
             "normal_01.jpg",
             "missing.jpg",
             "garbage.png",
-            "bruise_01.jpg"
+            "dark_spot_01.jpg"
         ]
     );
     assert_eq!(it[0]["error_code"], json!(0));
@@ -405,7 +405,9 @@ fn classify_mixed_files_in_order() {
     assert_eq!(it[1]["result"], json!(null));
     assert_eq!(it[2]["error_code"], json!(2));
     assert_eq!(it[3]["error_code"], json!(0));
-    assert_eq!(it[3]["label"], json!("bruise"), "{v}");
+    assert_eq!(it[3]["result"], json!(1), "{v}");
+    assert_eq!(it[3]["label"], json!("dark_spot"), "{v}");
+    assert_eq!(it[3]["bbox"].as_array().map(Vec::len), Some(4), "{v}");
 }
 
 #[test]

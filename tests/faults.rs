@@ -80,7 +80,7 @@ fn slot_reuse_after_disconnect_mid_inference() {
             );
             c.send(
                 format!(
-                    r#"{{"cmd": 1, "request_data": ["normal_01.jpg", "bruise_01.jpg"], "id": "r{round}-c{i}-b"}}"#
+                    r#"{{"cmd": 1, "request_data": ["normal_01.jpg", "dark_spot_01.jpg"], "id": "r{round}-c{i}-b"}}"#
                 )
                 .as_bytes(),
             );
@@ -95,7 +95,7 @@ fn slot_reuse_after_disconnect_mid_inference() {
             let items = b["response_data"].as_array().unwrap();
             assert_eq!(items.len(), 2, "{b}");
             assert_eq!(items[0]["file_name"], json!("normal_01.jpg"));
-            assert_eq!(items[1]["file_name"], json!("bruise_01.jpg"));
+            assert_eq!(items[1]["file_name"], json!("dark_spot_01.jpg"));
             // Nothing stray is waiting: the next line is the answer to the next request.
             let c2 = c.request(&format!(
                 r#"{{"cmd": 0x22, "request_data": null, "id": "r{round}-c{i}-c"}}"#
@@ -466,7 +466,7 @@ fn panicking_job_is_code_6_and_the_server_stays_up() {
         )
         .unwrap();
     }
-    for name in ["normal_01.jpg", "bruise_01.jpg"] {
+    for name in ["normal_01.jpg", "dark_spot_01.jpg"] {
         std::fs::copy(
             common::assets().join("samples").join(name),
             dir.path().join("images").join(name),
@@ -502,7 +502,7 @@ fn panicking_job_is_code_6_and_the_server_stays_up() {
     let mut c = Client::connect(addr);
     for round in 0..3 {
         let v = c.request(&format!(
-            r#"{{"cmd": 1, "request_data": ["normal_01.jpg", "boom.jpg", "bruise_01.jpg"], "id": {round}}}"#
+            r#"{{"cmd": 1, "request_data": ["normal_01.jpg", "boom.jpg", "dark_spot_01.jpg"], "id": {round}}}"#
         ));
         assert_eq!(v["id"], json!(round));
         let items = v["response_data"].as_array().unwrap();
