@@ -1,6 +1,9 @@
 //! Parity with a Python onnxruntime reference (tools/parity/make_reference.py): for
 //! every `tests/fixtures/parity/reference*.json`, the Rust pipeline must give the same
-//! class, the same box (±1 px) and probabilities within 1e-3 on the same images.
+//! class, the same box (±1 px) and probabilities within 1e-3 on the same images. The
+//! probabilities cover the classifier's crop too: the detector box widened by the
+//! `crop_margin` metadata exactly as `Rect::widened` does. A reference must name the
+//! hash of every model it was made with (else the test fails, asking to regenerate it).
 //!
 //! The 1e-3 bound is checked on lossless PNG fixtures, where both sides start from the
 //! same pixels, so it measures preprocessing + inference only (we see ~1e-7). JPEG
@@ -50,22 +53,32 @@ fn check(reference: &Path) -> Vec<String> {
     let path = |k: &str| r[k].as_str().map(|p| root().join(p));
     let classifier = path("classifier").expect("classifier path");
     let detector = path("detector");
+    let regenerate = r["command"]
+        .as_str()
+        .unwrap_or("tools/parity/make_reference.py")
+        .to_owned();
+    // Every model the reference names must carry its hash: a reference without one
+    // cannot tell "the model changed" from "the pipeline differs", so it fails here
+    // instead of being checked (or skipped) silently.
     for (model, key) in [
         (Some(&classifier), "classifier_fnv1a64"),
         (detector.as_ref(), "detector_fnv1a64"),
     ] {
-        if let (Some(m), Some(want)) = (model, r[key].as_str()) {
-            assert_eq!(
-                fnv1a64(m),
-                want,
-                "{} changed since {} was written; regenerate it with:\n{}",
-                m.display(),
+        let Some(m) = model else { continue };
+        let want = r[key].as_str().unwrap_or_else(|| {
+            panic!(
+                "{} has no {key} for {}; regenerate it with:\n{regenerate}",
                 reference.display(),
-                r["command"]
-                    .as_str()
-                    .unwrap_or("tools/parity/make_reference.py")
-            );
-        }
+                m.display()
+            )
+        });
+        assert_eq!(
+            fnv1a64(m),
+            want,
+            "{} changed since {} was written; regenerate it with:\n{regenerate}",
+            m.display(),
+            reference.display(),
+        );
     }
     let opts = PipelineOptions {
         confidence_threshold: r["confidence_threshold"].as_f64().expect("conf") as f32,
@@ -82,6 +95,19 @@ fn check(reference: &Path) -> Vec<String> {
         sessions: 1,
     };
     let pipeline = Pipeline::load(&classifier, detector.as_deref(), &opts).expect("load models");
+    // The crop widening (`crop_margin` metadata) is read the same way on both sides.
+    let margin = r["crop_margin"].as_f64().unwrap_or_else(|| {
+        panic!(
+            "{} has no crop_margin; regenerate it with:\n{regenerate}",
+            reference.display()
+        )
+    });
+    assert_eq!(
+        pipeline.classifier().crop_margin,
+        margin as f32,
+        "{}: crop_margin",
+        reference.display()
+    );
     let dir = reference.parent().expect("parent");
     let mut problems = Vec::new();
     let images = r["images"].as_array().expect("images");

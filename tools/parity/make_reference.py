@@ -9,12 +9,16 @@ to the same definition:
   mapped back to source pixels, clamped, rounded outwards to whole pixels;
 - resizing: Pillow's BILINEAR coefficients (triangle filter widened when downscaling),
   applied in floating point as two matrices (no 8-bit rounding between passes);
+- crop: the whole-pixel box [x1, y1, x2, y2] widened by the classifier's `crop_margin`
+  metadata m (default 0) on each side, in float32 as the server does (Rect::widened):
+  x1' = floor(x1 - m*w) >= 0, x2' = ceil(x2 + m*w) <= W (same for y with h), at least
+  1 px; the reported bbox stays the unwidened box;
 - classifier: the crop (or the whole image) resized to the input, (x/255 - mean)/std,
-  softmax, argmax; labels/mean/std/input size from the model metadata.
+  softmax, argmax; labels/mean/std/input size/crop_margin from the model metadata.
 
     python tools/parity/make_reference.py \
         --classifier models/pear_classifier.onnx --detector models/pear_detector.onnx \
-        --out tests/fixtures/parity/reference.json tests/fixtures/parity/*.jpg
+        --out tests/fixtures/parity/reference.json tests/fixtures/parity/*.png tests/fixtures/parity/*.jpg
 
 Needs onnxruntime, numpy and pillow (a venv; not used at run time).
 """
@@ -137,6 +141,30 @@ def pixel_box(d, sw, sh):
     return [x1, y1, min(x2, sw), min(y2, sh)]
 
 
+def crop_margin(meta):
+    """`crop_margin` metadata as the server reads it (an f32 in 0..=1; absent = 0)."""
+    if "crop_margin" not in meta:
+        return np.float32(0.0)
+    m = np.float32(float(meta["crop_margin"].strip()))
+    if not (0.0 <= m <= 1.0):
+        raise SystemExit(f"crop_margin metadata must be a number in 0..=1, got {meta['crop_margin']!r}")
+    return m
+
+
+def widened(box, m, sw, sh):
+    """Rect::widened: box [x1, y1, x2, y2] grown by m x its width/height per side (f32)."""
+    if not (m > 0 and np.isfinite(m)):
+        return list(box)
+    f = np.float32
+    x1, y1, x2, y2 = box
+    mx, my = f(m * f(x2 - x1)), f(m * f(y2 - y1))
+    nx1 = int(max(np.floor(f(f(x1) - mx)), f(0)))
+    ny1 = int(max(np.floor(f(f(y1) - my)), f(0)))
+    nx2 = int(min(np.ceil(f(f(x2) + mx)), f(sw)))
+    ny2 = int(min(np.ceil(f(f(y2) + my)), f(sh)))
+    return [nx1, ny1, max(nx2, nx1 + 1), max(ny2, ny1 + 1)]
+
+
 def fnv1a64(path):
     """FNV-1a 64 of a file: lets the test say clearly when a model changed."""
     h = 0xCBF29CE484222325
@@ -164,6 +192,7 @@ def main():
     ch, cw = model_size(cls, cmeta, ["input_size"], a.img_size)
     mean = np.array(json.loads(cmeta["mean"]) if "mean" in cmeta else IMAGENET_MEAN).reshape(3, 1, 1)
     std = np.array(json.loads(cmeta["std"]) if "std" in cmeta else IMAGENET_STD).reshape(3, 1, 1)
+    margin = crop_margin(cmeta)
     labels = parse_names(cmeta["names"]) if "names" in cmeta else [s for s in a.classes.split(",") if s]
     det = dsize = None
     if a.detector:
@@ -184,7 +213,8 @@ def main():
                             "probabilities": [], "bbox": None, "detection": None})
             continue
         box = pixel_box(d, sw, sh) if d else [0, 0, sw, sh]
-        crop = rgb[box[1]:box[3], box[0]:box[2]]
+        region = widened(box, margin, sw, sh)
+        crop = rgb[region[1]:region[3], region[0]:region[2]]
         x = (resize(crop, cw, ch) / 255.0 - mean) / std
         logits = cls.run(None, {cls.get_inputs()[0].name: x[None].astype(np.float32)})[0][0].astype(np.float64)
         p = np.exp(logits - logits.max())
@@ -197,8 +227,9 @@ def main():
             "probabilities": [float(v) for v in p],
             "bbox": box if det else [0, 0, sw, sh],
             "detection": d,
+            "crop": region,
         })
-        print(f"{path}: {entries[-1]['label']} {p[k]:.4f} {box}")
+        print(f"{path}: {entries[-1]['label']} {p[k]:.4f} {box} crop {region}")
     ref = {
         "generator": "tools/parity/make_reference.py",
         "onnxruntime": ort.__version__,
@@ -214,6 +245,7 @@ def main():
         "confidence_threshold": a.conf,
         "iou_threshold": a.iou,
         "img_size": a.img_size,
+        "crop_margin": float(margin),
         "classes": [s for s in a.classes.split(",") if s],
         "images": entries,
     }
