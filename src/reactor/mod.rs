@@ -124,6 +124,8 @@ pub struct Reactor {
     now: Instant,
     next_sweep: Instant,
     drain_deadline: Option<Instant>,
+    /// Connections closed since the drain began (logged once, as a summary).
+    closed_in_drain: usize,
     /// Connection-limit rejections and accept's fd exhaustion can repeat many
     /// times a second; each is logged at most once a second, with a count.
     reject_log: accept::LogLimiter,
@@ -199,6 +201,7 @@ impl Reactor {
             now: Instant::now(),
             next_sweep: Instant::now() + SWEEP_EVERY,
             drain_deadline: None,
+            closed_in_drain: 0,
             reject_log: accept::LogLimiter::default(),
             fd_exhaustion_log: accept::LogLimiter::default(),
         };
@@ -223,12 +226,17 @@ impl Reactor {
             self.flush_dirty();
             if let Some(deadline) = self.drain_deadline {
                 if self.peers.is_empty() {
-                    log::info!("all replies delivered; stopping");
+                    log::info!(
+                        "all replies delivered; {} connection(s) closed while draining; stopping",
+                        self.closed_in_drain
+                    );
                     return Ok(());
                 }
                 if Instant::now() >= deadline {
                     log::warn!(
-                        "shutdown grace period over; closing {} connection(s) with replies still owed",
+                        "shutdown grace period over; {} connection(s) closed while draining, \
+                         closing {} with replies still owed",
+                        self.closed_in_drain,
                         self.peers.len()
                     );
                     return Ok(());
@@ -457,7 +465,13 @@ impl Reactor {
         if peer.done() {
             let peer = self.peers.remove(key);
             METRICS.connection_closed();
-            peer.release(self.poll.registry(), self.peers.len());
+            let level = if self.drain_deadline.is_some() {
+                self.closed_in_drain += 1;
+                log::Level::Debug
+            } else {
+                log::Level::Info
+            };
+            peer.release(self.poll.registry(), self.peers.len(), level);
         } else if all_written && pending >= self.limits.max_output {
             // Backpressure lifted: read again.
             self.resume.push_back(key);

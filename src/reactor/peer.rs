@@ -303,11 +303,14 @@ impl Peer {
     }
 
     /// Ends the connection: cancels its queued inference (it would be wasted
-    /// work), deregisters the socket and logs why (`open` peers remain).
-    pub(crate) fn release(mut self, registry: &Registry, open: usize) {
+    /// work), deregisters the socket and logs why (`open` peers remain) at `level`:
+    /// info normally, debug during a shutdown drain (the reactor logs one summary
+    /// line instead of one line per connection).
+    pub(crate) fn release(mut self, registry: &Registry, open: usize, level: log::Level) {
         self.cancel.cancel_pending();
         let _ = registry.deregister(&mut self.stream);
-        log::info!(
+        log::log!(
+            level,
             "connection closed: {} ({}; open: {open})",
             self.addr,
             self.close_reason,
