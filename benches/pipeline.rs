@@ -65,7 +65,7 @@ fn image_crate_letterbox(src: &RgbImage, size: u32, out: &mut [f32]) {
 }
 
 fn bench(c: &mut Criterion) {
-    let jpg = sample("bruise_01.jpg");
+    let jpg = sample("dark_spot_01.jpg");
     let png = sample("scab_01.png");
     let img = decode_image(&jpg).expect("decode").to_rgb8();
 
@@ -181,7 +181,7 @@ fn service_round(svc: &InferenceQueue, folder: &std::path::Path, jobs: usize) {
     for i in 0..jobs {
         let tx = tx.clone();
         let name = if i % 2 == 0 {
-            "bruise_01.jpg"
+            "dark_spot_01.jpg"
         } else {
             "normal_01.jpg"
         };
