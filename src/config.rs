@@ -148,6 +148,9 @@ pub struct ModelSection {
     pub download_allow_hosts: Option<Vec<String>>,
     /// Allow downloads from loopback and private addresses.
     pub download_allow_private: bool,
+    /// Folders (and their sub-folders) that 0x30/0x34 may switch to; unset = the
+    /// config file's folder, the image folder and the model folder.
+    pub allowed_roots: Option<Vec<PathBuf>>,
 }
 
 impl Default for ModelSection {
@@ -178,6 +181,7 @@ impl Default for ModelSection {
             download_timeout_secs: 60,
             download_allow_hosts: None,
             download_allow_private: false,
+            allowed_roots: None,
         }
     }
 }
@@ -459,6 +463,23 @@ impl Config {
             .parent()
             .map(Path::to_owned)
             .unwrap_or_else(|| self.base_dir.clone())
+    }
+    /// Where 0x30/0x34 may move the image and model folders: `model.allowed_roots`
+    /// (relative entries against the config file's folder), else the config file's
+    /// folder, the image folder and the model folder. Canonical where they exist.
+    pub fn allowed_roots(&self) -> Vec<PathBuf> {
+        let roots = match &self.model.allowed_roots {
+            Some(list) => list.iter().map(|p| self.resolve(p)).collect(),
+            None => vec![
+                self.base_dir.clone(),
+                self.image_folder(),
+                self.model_folder(),
+            ],
+        };
+        roots
+            .into_iter()
+            .map(|p| p.canonicalize().unwrap_or(p))
+            .collect()
     }
     /// The state file (see [`crate::state`]).
     pub fn state_file(&self) -> PathBuf {

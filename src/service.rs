@@ -98,6 +98,8 @@ pub struct Service {
     pipeline_options: PipelineOptions,
     /// `model.normal_threshold` / `model.no_pear_result`, applied to every model loaded.
     decision: Decision,
+    /// Where 0x30/0x34 may move the folders (`Config::allowed_roots`, canonical).
+    allowed_roots: Vec<PathBuf>,
     download_limits: DownloadLimits,
     /// What 0x26/0x30/0x34 changed (and what was restored at start); the
     /// lock also serialises writes of the state file.
@@ -176,6 +178,7 @@ impl Service {
             inference,
             pipeline_options,
             decision,
+            allowed_roots: config.allowed_roots(),
             download_limits,
             changed: Mutex::new(SavedState::default()),
             config,
@@ -425,6 +428,17 @@ impl Service {
 
     fn change_folder(&self, cmd: Command, path: &str) -> Item {
         match models::existing_dir(&self.config.base_dir, path) {
+            Ok(real) if !self.allowed_roots.iter().any(|r| real.starts_with(r)) => {
+                log::warn!(
+                    "{} to {path:?} refused: outside model.allowed_roots",
+                    cmd.name()
+                );
+                Item::failed(
+                    Some(path.to_owned()),
+                    ErrorCode::InvalidMessage,
+                    "folder outside model.allowed_roots",
+                )
+            }
             Ok(real) => {
                 let shown = path_string(&real);
                 {
