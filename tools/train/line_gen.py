@@ -18,6 +18,7 @@ What the real photos show, and what this draws:
 from __future__ import annotations
 
 import argparse
+import glob
 import io
 import math
 
@@ -330,11 +331,11 @@ def main():
     ap.add_argument("--out", default="line_sheet.png")
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--real", default="../../../shared/real_pears/dev", help="folder of real line photos")
     a = ap.parse_args()
-    from real import dev_photos
 
     tw, th = 320, 240
-    reals = [Image.open(p).convert("RGB").resize((tw, th)) for p, *_ in dev_photos()][: a.n // 2]
+    reals = [Image.open(p).convert("RGB").resize((tw, th)) for p in sorted(glob.glob(f"{a.real}/*.jpg"))][: a.n // 2]
     fakes = []
     for i in range(a.n):
         img, box, cls = make_line_scene(a.seed, i, empty=(i == a.n - 1))
