@@ -15,7 +15,8 @@ use image::RgbImage;
 
 use super::metadata;
 use super::preprocess::{
-    resize_normalize_into, softmax, ChwTarget, Normalize, Rect, IMAGENET_MEAN, IMAGENET_STD,
+    rect_window, resize_normalize_window_into, softmax, ChwTarget, Normalize, Rect, Window,
+    IMAGENET_MEAN, IMAGENET_STD,
 };
 use super::session::ImageModel;
 use super::InferenceError;
@@ -108,16 +109,26 @@ impl Classifier {
 
     /// Resizes and normalises each (image, region) into one `[len, 3, H, W]` buffer.
     pub fn preprocess(&self, crops: &[(&RgbImage, Rect)]) -> Vec<f32> {
+        let windows: Vec<(&RgbImage, Window)> = crops
+            .iter()
+            .map(|(img, r)| (*img, rect_window(*r)))
+            .collect();
+        self.preprocess_windows(&windows)
+    }
+
+    /// [`Classifier::preprocess`] for crops with fractional edges (an image decoded
+    /// at a reduced scale); whole-pixel windows give the same buffer as `preprocess`.
+    pub fn preprocess_windows(&self, crops: &[(&RgbImage, Window)]) -> Vec<f32> {
         let (h, w) = self.model.size();
         let per = 3 * h * w;
         let mut buf = vec![0f32; per * crops.len()];
-        for ((img, region), slot) in crops.iter().zip(buf.chunks_mut(per)) {
+        for ((img, window), slot) in crops.iter().zip(buf.chunks_mut(per)) {
             let mut target = ChwTarget {
                 data: slot,
                 width: w,
                 height: h,
             };
-            resize_normalize_into(img, *region, w, h, &self.norm, &mut target, 0, 0);
+            resize_normalize_window_into(img, *window, w, h, &self.norm, &mut target, 0, 0);
         }
         buf
     }

@@ -4,12 +4,19 @@
 //! through the job's callback.
 //!
 //! - [`runtime`]: finds and loads the ONNX Runtime shared library (`ort` load-dynamic).
+//! - [`decode`]: image decoding. A JPEG much larger than the models need is decoded
+//!   at 1/2, 1/4 or 1/8 scale in the DCT domain: the smallest scale whose short side
+//!   stays at or above [`Pipeline::min_decode_side`] (computed from the model input
+//!   sizes when the pipeline loads: 374 px for the line models, so a 2048×1536 photo
+//!   is decoded at 512×384). PNG and small JPEGs are decoded at full size. Boxes are
+//!   always answered in source pixels.
 //! - [`preprocess`]: letterbox geometry, the fused resize+normalise into CHW tensors.
 //! - [`detector`], [`classifier`]: the two models, their metadata and output decoding.
 //! - [`pipeline`]: detector → crop → classifier, batched per stage.
 //! - [`queue`]: bounded queue, dynamic batching, cancellation, time limit, swap.
 
 pub mod classifier;
+pub mod decode;
 pub mod detector;
 pub mod metadata;
 pub mod pipeline;
@@ -18,6 +25,7 @@ pub mod queue;
 pub mod runtime;
 mod session;
 
+pub use decode::{DecodeScale, Decoded};
 pub use pipeline::{decide, Analysis, Decision, Pipeline, PipelineOptions, Verdict};
 pub use queue::{
     CancelSource, CancelToken, ClassifyJob, FileOutcome, InferenceQueue, QueueConfig, SubmitError,

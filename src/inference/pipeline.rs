@@ -1,13 +1,24 @@
 //! The two-stage pipeline (SPEC §3): detector → crop → classifier.
 //!
-//! 1. The source image (already decoded, RGB) is letterboxed into the detector input.
+//! 1. The image (already decoded, RGB; a large JPEG at a reduced scale, see
+//!    [`super::decode`]) is letterboxed into the detector input.
 //! 2. Class-0 candidates at or above `confidence_threshold` go through NMS; the best box
-//!    is mapped back to source pixels (clamped, rounded outwards to whole pixels).
-//!    No candidate → verdict `no_pear` (class [`Decision::no_pear_result`], 0 by
-//!    default; confidence 0, no box), no classifier run.
-//! 3. The box (or the whole image when there is no detector) is resized to the
-//!    classifier input, normalised, classified; softmax, then [`decide`] (argmax, or
-//!    the normal threshold of [`Decision`]), label.
+//!    is mapped back to *source* pixels (through the letterbox, then times the decode
+//!    scale factor; clamped, rounded outwards to whole pixels). No candidate → verdict
+//!    `no_pear` (class [`Decision::no_pear_result`], 0 by default; confidence 0, no
+//!    box), no classifier run.
+//! 3. The box (or the whole image when there is no detector), widened by the
+//!    classifier's `crop_margin` in source pixels, is mapped onto the decoded pixels,
+//!    resized to the classifier input, normalised, classified; softmax, then [`decide`]
+//!    (argmax, or the normal threshold of [`Decision`]), label.
+//!
+//! Decode scale: [`Pipeline::min_decode_side`] is the short side a decoded photo must
+//! keep, computed once at load from the model input sizes: with a detector,
+//! `max(detector side, ceil(classifier side / MIN_BOX_FRACTION))` so that a pear box of
+//! [`MIN_BOX_FRACTION`] of the short side still has at least the classifier's input in
+//! decoded pixels; without one, the classifier side (the whole image is the crop). The
+//! line models (detector 192, classifier 224) give 374: a 2048×1536 photo is decoded
+//! at 1/4 (512×384), a 480×360 one at full size.
 //!
 //! [`Pipeline::classify_batch`] runs each stage once for the whole slice when the
 //! model's batch axis is dynamic (one image at a time otherwise). A `Pipeline` is
@@ -20,12 +31,22 @@ use std::path::Path;
 use image::{DynamicImage, RgbImage};
 
 use super::classifier::Classifier;
+use super::decode::{DecodeScale, Decoded};
 use super::detector::{nms, Detection, Detector};
-use super::preprocess::{argmax, pixel_box, Rect};
+use super::preprocess::{argmax, pixel_box, Rect, Window};
 use super::InferenceError;
 
 /// Label reported when the detector finds no pear.
 pub const NO_PEAR: &str = "no_pear";
+
+/// The smallest pear box, as a fraction of the photo's short side, that the decode
+/// scale leaves at least the classifier's input in pixels (see the module doc). The
+/// line's photos have the pear box at 40–95 % of the frame area, a box side of at
+/// least ~0.6 of the short side; a smaller box is upsampled to the classifier input.
+pub const MIN_BOX_FRACTION: f32 = 0.6;
+
+/// An RGB image as decoded and how it maps to its source pixels.
+pub type ScaledRgb<'a> = (&'a RgbImage, DecodeScale);
 
 /// Settings for [`Pipeline::load`]; the fallbacks apply only when a model has no
 /// fixed input size / no label metadata.
@@ -135,6 +156,7 @@ pub struct Pipeline {
     iou_threshold: f32,
     decision: Decision,
     classifier_file: String,
+    min_decode_side: u32,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -160,6 +182,7 @@ impl Pipeline {
             .transpose()?;
         let classifier_model =
             Classifier::load(classifier, sessions, opts.img_size, &opts.classes)?;
+        let min_decode_side = min_decode_side(detector.as_ref(), &classifier_model);
         let classifier_file = classifier
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -171,6 +194,7 @@ impl Pipeline {
             iou_threshold: opts.iou_threshold,
             decision: Decision::default(),
             classifier_file,
+            min_decode_side,
         })
     }
 
@@ -192,6 +216,12 @@ impl Pipeline {
         self.decision
     }
 
+    /// The short side, in pixels, a decoded photo must keep (see the module doc):
+    /// what [`crate::inference::queue::load_image`] is given.
+    pub fn min_decode_side(&self) -> u32 {
+        self.min_decode_side
+    }
+
     /// File name of the classifier, e.g. `pear_classifier.onnx`.
     pub fn classifier_file(&self) -> &str {
         &self.classifier_file
@@ -210,44 +240,84 @@ impl Pipeline {
         self.detector.as_ref()
     }
 
-    /// The whole pipeline for one image.
+    /// The whole pipeline for one image taken at full size.
     pub fn classify(&self, img: &DynamicImage) -> Result<Verdict, InferenceError> {
         self.classify_batch(std::slice::from_ref(img))
             .pop()
             .unwrap_or_else(|| Err(InferenceError::Run("empty batch result".into())))
     }
 
-    /// The whole pipeline for several images, batched per stage where the models allow.
+    /// The whole pipeline for several images taken at full size, batched per stage
+    /// where the models allow.
     pub fn classify_batch(&self, imgs: &[DynamicImage]) -> Vec<Result<Verdict, InferenceError>> {
+        let scaled: Vec<_> = imgs
+            .iter()
+            .map(|i| (i, DecodeScale::full(i.width(), i.height())))
+            .collect();
+        self.classify_images(&scaled)
+    }
+
+    /// The whole pipeline for one decoded image (any decode scale).
+    pub fn classify_one(&self, img: &Decoded) -> Result<Verdict, InferenceError> {
+        self.classify_decoded(std::slice::from_ref(img))
+            .pop()
+            .unwrap_or_else(|| Err(InferenceError::Run("empty batch result".into())))
+    }
+
+    /// The whole pipeline for several decoded images (any decode scale), batched per
+    /// stage where the models allow. Boxes are answered in source pixels.
+    pub fn classify_decoded(&self, imgs: &[Decoded]) -> Vec<Result<Verdict, InferenceError>> {
+        let scaled: Vec<_> = imgs.iter().map(|d| (&d.image, d.scale)).collect();
+        self.classify_images(&scaled)
+    }
+
+    fn classify_images(
+        &self,
+        imgs: &[(&DynamicImage, DecodeScale)],
+    ) -> Vec<Result<Verdict, InferenceError>> {
         let rgb: Vec<Cow<'_, RgbImage>> = imgs
             .iter()
-            .map(|i| match i.as_rgb8() {
+            .map(|(i, _)| match i.as_rgb8() {
                 Some(r) => Cow::Borrowed(r),
                 None => Cow::Owned(i.to_rgb8()),
             })
             .collect();
-        let refs: Vec<&RgbImage> = rgb.iter().map(|c| c.as_ref()).collect();
-        self.analyze_rgb(&refs)
+        let refs: Vec<ScaledRgb<'_>> = rgb
+            .iter()
+            .zip(imgs)
+            .map(|(c, (_, scale))| (c.as_ref(), *scale))
+            .collect();
+        self.analyze_scaled(&refs)
             .into_iter()
             .map(|r| r.map(|a| a.verdict))
             .collect()
     }
 
-    /// Best pear box per image (source pixels, unrounded), or `None`. Without a
-    /// detector every image gets `None`.
+    /// Best pear box per image taken at full size (source pixels, unrounded), or
+    /// `None`. Without a detector every image gets `None`.
     pub fn detect(&self, imgs: &[&RgbImage]) -> Result<Vec<Option<Detection>>, InferenceError> {
+        self.detect_scaled(&full_scale(imgs))
+    }
+
+    /// Best pear box per decoded image, in *source* pixels (unrounded), or `None`.
+    pub fn detect_scaled(
+        &self,
+        imgs: &[ScaledRgb<'_>],
+    ) -> Result<Vec<Option<Detection>>, InferenceError> {
         let Some(det) = &self.detector else {
             return Ok(vec![None; imgs.len()]);
         };
-        let (buf, boxes) = det.preprocess(imgs);
+        let rgb: Vec<&RgbImage> = imgs.iter().map(|(img, _)| *img).collect();
+        let (buf, boxes) = det.preprocess(&rgb);
         let cands = det.run(&buf, imgs.len(), self.confidence_threshold)?;
         Ok(cands
             .into_iter()
             .zip(boxes)
             .zip(imgs)
-            .map(|((c, lb), img)| {
+            .map(|((c, lb), (img, scale))| {
                 nms(c, self.iou_threshold).first().map(|best| {
-                    let [x1, y1, x2, y2] = lb.to_source(best.corners(), img.width(), img.height());
+                    let decoded = lb.to_source(best.corners(), img.width(), img.height());
+                    let [x1, y1, x2, y2] = scale.box_to_source(decoded);
                     Detection {
                         x1,
                         y1,
@@ -272,10 +342,28 @@ impl Pipeline {
         self.classifier.run(&buf, regions.len())
     }
 
-    /// The whole pipeline with its intermediate numbers.
+    /// [`Pipeline::classify_regions`] for crops with fractional edges.
+    pub fn classify_windows(
+        &self,
+        regions: &[(&RgbImage, Window)],
+    ) -> Result<Vec<Vec<f32>>, InferenceError> {
+        if regions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let buf = self.classifier.preprocess_windows(regions);
+        self.classifier.run(&buf, regions.len())
+    }
+
+    /// The whole pipeline with its intermediate numbers, images taken at full size.
     pub fn analyze_rgb(&self, imgs: &[&RgbImage]) -> Vec<Result<Analysis, InferenceError>> {
-        let empty = |img: &&RgbImage| img.width() == 0 || img.height() == 0;
-        let valid: Vec<&RgbImage> = imgs.iter().filter(|i| !empty(i)).copied().collect();
+        self.analyze_scaled(&full_scale(imgs))
+    }
+
+    /// The whole pipeline with its intermediate numbers, for decoded images of any
+    /// decode scale (boxes in source pixels).
+    pub fn analyze_scaled(&self, imgs: &[ScaledRgb<'_>]) -> Vec<Result<Analysis, InferenceError>> {
+        let empty = |(img, _): &ScaledRgb<'_>| img.width() == 0 || img.height() == 0;
+        let valid: Vec<ScaledRgb<'_>> = imgs.iter().filter(|i| !empty(i)).copied().collect();
         let mut results = match self.analyze_valid(&valid) {
             Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => vec![Err(e); valid.len()],
@@ -294,27 +382,30 @@ impl Pipeline {
             .collect()
     }
 
-    fn analyze_valid(&self, imgs: &[&RgbImage]) -> Result<Vec<Analysis>, InferenceError> {
+    fn analyze_valid(&self, imgs: &[ScaledRgb<'_>]) -> Result<Vec<Analysis>, InferenceError> {
         if imgs.is_empty() {
             return Ok(Vec::new());
         }
-        let detections = self.detect(imgs)?;
+        let detections = self.detect_scaled(imgs)?;
         let mut regions = Vec::new();
         let mut bboxes = Vec::with_capacity(imgs.len());
-        for (img, d) in imgs.iter().zip(&detections) {
+        for ((img, scale), d) in imgs.iter().zip(&detections) {
+            // Box and crop are chosen in source pixels, then the crop is mapped onto
+            // the decoded pixels with fractional edges (whole pixels at full size).
+            let (src_w, src_h) = (scale.source_width, scale.source_height);
             let bbox = match (&self.detector, d) {
-                (None, _) => Some([0, 0, img.width(), img.height()]),
-                (Some(_), Some(d)) => Some(pixel_box(d.corners(), img.width(), img.height())),
+                (None, _) => Some([0, 0, src_w, src_h]),
+                (Some(_), Some(d)) => Some(pixel_box(d.corners(), src_w, src_h)),
                 (Some(_), None) => None, // no pear
             };
             if let Some(b) = bbox {
                 let margin = self.classifier.crop_margin;
-                let region = Rect::from_corners(b).widened(margin, img.width(), img.height());
-                regions.push((*img, region));
+                let source = Rect::from_corners(b).widened(margin, src_w, src_h);
+                regions.push((*img, scale.rect_to_window(source)));
             }
             bboxes.push(bbox);
         }
-        let mut probs = self.classify_regions(&regions)?.into_iter();
+        let mut probs = self.classify_windows(&regions)?.into_iter();
         let mut out = Vec::with_capacity(imgs.len());
         for (bbox, detection) in bboxes.into_iter().zip(detections) {
             let analysis = match bbox {
@@ -351,6 +442,26 @@ impl Pipeline {
             out.push(analysis);
         }
         Ok(out)
+    }
+}
+
+/// Images taken at full size.
+fn full_scale<'a>(imgs: &[&'a RgbImage]) -> Vec<ScaledRgb<'a>> {
+    imgs.iter()
+        .map(|img| (*img, DecodeScale::full(img.width(), img.height())))
+        .collect()
+}
+
+/// The short side a decoded photo must keep for these models (module doc).
+fn min_decode_side(detector: Option<&Detector>, classifier: &Classifier) -> u32 {
+    let side = |(h, w): (usize, usize)| u32::try_from(h.max(w)).unwrap_or(u32::MAX);
+    let cls = side(classifier.model.size());
+    match detector {
+        None => cls,
+        Some(d) => {
+            let for_box = (cls as f32 / MIN_BOX_FRACTION).ceil() as u32;
+            side(d.model.size()).max(for_box)
+        }
     }
 }
 

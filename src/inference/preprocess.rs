@@ -176,7 +176,14 @@ pub struct Coeffs {
 
 impl Coeffs {
     pub fn new(in_size: usize, out_size: usize) -> Coeffs {
-        let scale = in_size as f64 / out_size as f64;
+        Coeffs::window(in_size, 0.0, in_size as f64, out_size)
+    }
+
+    /// Coefficients for resampling the window `in0..in1` (fractional input pixels) of
+    /// an axis of `in_size` pixels to `out_size` pixels: Pillow's `box` argument.
+    /// Taps stay inside `0..in_size`. `window(n, 0, n, m)` is `new(n, m)`.
+    pub fn window(in_size: usize, in0: f64, in1: f64, out_size: usize) -> Coeffs {
+        let scale = (in1 - in0) / out_size as f64;
         let filterscale = scale.max(1.0);
         let support = filterscale; // bilinear support is 1.0
         let taps = (support.ceil() as usize) * 2 + 1;
@@ -188,7 +195,7 @@ impl Coeffs {
         };
         let mut w = vec![0f64; taps];
         for i in 0..out_size {
-            let center = (i as f64 + 0.5) * scale;
+            let center = in0 + (i as f64 + 0.5) * scale;
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64)
                 .min(in_size as i64)
@@ -222,6 +229,20 @@ pub struct ChwTarget<'a> {
     pub height: usize,
 }
 
+/// A crop with fractional edges, `[x1, y1, x2, y2]` in image pixels (exclusive
+/// right/bottom): a box of source pixels seen in an image decoded at a reduced scale.
+pub type Window = [f64; 4];
+
+/// The window covering exactly `r`.
+pub fn rect_window(r: Rect) -> Window {
+    [
+        f64::from(r.x),
+        f64::from(r.y),
+        f64::from(r.x) + f64::from(r.w),
+        f64::from(r.y) + f64::from(r.h),
+    ]
+}
+
 /// Resizes `region` of `src` to `out_w` x `out_h`, normalises it, and writes it at
 /// (`off_x`, `off_y`) of every channel plane of `dst`. Pixels of `dst` outside that
 /// rectangle are left untouched (the caller pre-fills letterbox padding).
@@ -239,15 +260,89 @@ pub fn resize_normalize_into(
     let (sw, sh) = (src.width() as usize, src.height() as usize);
     let rx = (region.x as usize).min(sw.saturating_sub(1));
     let ry = (region.y as usize).min(sh.saturating_sub(1));
-    let rw = (region.w as usize).clamp(1, sw - rx);
-    let rh = (region.h as usize).clamp(1, sh - ry);
+    let rw = (region.w as usize).clamp(1, sw.saturating_sub(rx).max(1));
+    let rh = (region.h as usize).clamp(1, sh.saturating_sub(ry).max(1));
+    let window = [0.0, 0.0, rw as f64, rh as f64];
+    resize_window_into(
+        src,
+        [rx, ry, rw, rh],
+        window,
+        out_w,
+        out_h,
+        norm,
+        dst,
+        off_x,
+        off_y,
+    );
+}
+
+/// [`resize_normalize_into`] for a window with fractional edges: only the pixels the
+/// window touches are read (as if the image were cropped to them first), and the
+/// resampling grid follows the fractional edges.
+#[allow(clippy::too_many_arguments)]
+pub fn resize_normalize_window_into(
+    src: &RgbImage,
+    window: Window,
+    out_w: usize,
+    out_h: usize,
+    norm: &Normalize,
+    dst: &mut ChwTarget<'_>,
+    off_x: usize,
+    off_y: usize,
+) {
+    let (sw, sh) = (f64::from(src.width()), f64::from(src.height()));
+    let fix = |v: f64, hi: f64| if v.is_finite() { v.clamp(0.0, hi) } else { 0.0 };
+    let (x1, y1) = (fix(window[0], sw), fix(window[1], sh));
+    let (x2, y2) = (fix(window[2], sw).max(x1), fix(window[3], sh).max(y1));
+    let rx = (x1.floor() as usize).min((sw as usize).saturating_sub(1));
+    let ry = (y1.floor() as usize).min((sh as usize).saturating_sub(1));
+    let rw = ((x2.ceil() as usize).saturating_sub(rx)).max(1);
+    let rh = ((y2.ceil() as usize).saturating_sub(ry)).max(1);
+    // An empty window: the one pixel at its corner.
+    let (wx2, wy2) = if x2 > x1 { (x2, y2) } else { (x1 + 1.0, y2) };
+    let wy2 = if wy2 > y1 { wy2 } else { y1 + 1.0 };
+    let local = [
+        x1 - rx as f64,
+        y1 - ry as f64,
+        wx2 - rx as f64,
+        wy2 - ry as f64,
+    ];
+    resize_window_into(
+        src,
+        [rx, ry, rw, rh],
+        local,
+        out_w,
+        out_h,
+        norm,
+        dst,
+        off_x,
+        off_y,
+    );
+}
+
+/// The shared body: reads the pixels of `rect` (`[x, y, w, h]`, inside `src` when
+/// `src` is not empty), resamples `window` (relative to `rect`) to `out_w` x `out_h`.
+#[allow(clippy::too_many_arguments)]
+fn resize_window_into(
+    src: &RgbImage,
+    rect: [usize; 4],
+    window: Window,
+    out_w: usize,
+    out_h: usize,
+    norm: &Normalize,
+    dst: &mut ChwTarget<'_>,
+    off_x: usize,
+    off_y: usize,
+) {
+    let (sw, sh) = (src.width() as usize, src.height() as usize);
+    let [rx, ry, rw, rh] = rect;
     let out_w = out_w.min(dst.width.saturating_sub(off_x));
     let out_h = out_h.min(dst.height.saturating_sub(off_y));
-    if out_w == 0 || out_h == 0 || sw == 0 || sh == 0 {
+    if out_w == 0 || out_h == 0 || sw == 0 || sh == 0 || rx + rw > sw || ry + rh > sh {
         return;
     }
-    let cx = Coeffs::new(rw, out_w);
-    let cy = Coeffs::new(rh, out_h);
+    let cx = Coeffs::window(rw, window[0], window[2], out_w);
+    let cy = Coeffs::window(rh, window[1], window[3], out_h);
     let raw = src.as_raw();
     // Vertical pass first: it runs over whole contiguous rows (vectorises well) and
     // leaves only `out_h` rows for the strided horizontal pass.
@@ -431,6 +526,40 @@ mod tests {
         assert!((buf[mid] - 1.0).abs() < 1e-5);
         assert!(buf[32 * 32 + mid].abs() < 1e-5);
         assert!((buf[2 * 32 * 32 + mid] - 0.2).abs() < 1e-5);
+    }
+
+    #[test]
+    fn whole_pixel_windows_resample_like_rects() {
+        let img = RgbImage::from_fn(97, 61, |x, y| {
+            image::Rgb([
+                (x * 7 % 256) as u8,
+                (y * 13 % 256) as u8,
+                ((x * y) % 256) as u8,
+            ])
+        });
+        let norm = Normalize::mean_std(IMAGENET_MEAN, IMAGENET_STD);
+        let run = |f: &dyn Fn(&mut ChwTarget<'_>)| {
+            let mut buf = vec![0f32; 3 * 24 * 24];
+            f(&mut ChwTarget {
+                data: &mut buf,
+                width: 24,
+                height: 24,
+            });
+            buf
+        };
+        let r = Rect::from_corners([5, 3, 90, 58]);
+        let by_rect = run(&|t| resize_normalize_into(&img, r, 24, 24, &norm, t, 0, 0));
+        let by_window =
+            run(&|t| resize_normalize_window_into(&img, rect_window(r), 24, 24, &norm, t, 0, 0));
+        assert_eq!(by_rect, by_window);
+        // A fractional window reads only the pixels it touches and stays finite.
+        let w = [5.25, 3.5, 89.75, 57.25];
+        let frac = run(&|t| resize_normalize_window_into(&img, w, 24, 24, &norm, t, 0, 0));
+        assert!(frac.iter().all(|v| v.is_finite()));
+        assert_ne!(frac, by_rect);
+        let c = Coeffs::window(10, 0.0, 10.0, 4);
+        let d = Coeffs::new(10, 4);
+        assert_eq!((c.start, c.len, c.weights), (d.start, d.len, d.weights));
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //!   where batch runs are cheaper per image.
 //! - Per job, on the worker: cancelled before start → `Cancelled`; older than
 //!   `time_limit` → `Timeout`; resolve with `crate::paths::resolve_confined`
-//!   (missing/escaping → `NotFound`); read and decode (→ `Undecodable`). Then the
-//!   whole batch runs through [`Pipeline::classify_batch`] on the pipeline that was
+//!   (missing/escaping → `NotFound`); read and decode (→ `Undecodable`; a large JPEG
+//!   at a reduced scale, [`super::decode`]). Then the
+//!   whole batch runs through [`Pipeline::classify_decoded`] on the pipeline that was
 //!   current when the batch started; a job that ends past `time_limit` → `Timeout`.
 //! - Every step runs under `catch_unwind`: a panic while loading one file fails only
 //!   that job; a panic in the batched inference is retried image by image so only the
@@ -35,15 +36,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use image::DynamicImage;
-
+use super::decode::{decode_image_scaled, Decoded};
 use super::pipeline::{Pipeline, Verdict};
 use super::{runtime, InferenceError};
 
 /// Largest image file read, in bytes.
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
-/// Largest decoded image side, in pixels.
-pub const MAX_IMAGE_SIDE: u32 = 16_384;
+pub use super::decode::{decode_image, MAX_IMAGE_SIDE};
 
 /// Queue and batching settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,7 +336,8 @@ impl Inner {
         // Captured before any job starts: a swap from now on affects later batches only.
         let pipeline = self.current();
         let mut ready: Vec<Queued> = Vec::with_capacity(batch.len());
-        let mut imgs: Vec<DynamicImage> = Vec::with_capacity(batch.len());
+        let mut imgs: Vec<Decoded> = Vec::with_capacity(batch.len());
+        let min_side = pipeline.min_decode_side();
         for q in batch {
             if q.job.cancel.is_cancelled() {
                 finish(q, FileOutcome::Cancelled);
@@ -351,7 +351,7 @@ impl Inner {
                 if let Some(h) = &hook {
                     h(&q.job.name);
                 }
-                load_image(&q.job.folder, &q.job.name)
+                load_image(&q.job.folder, &q.job.name, min_side)
             }));
             match loaded {
                 Ok(Ok(img)) => {
@@ -369,12 +369,12 @@ impl Inner {
             return;
         }
         let batch_started = Instant::now();
-        let results = match catch_unwind(AssertUnwindSafe(|| pipeline.classify_batch(&imgs))) {
+        let results = match catch_unwind(AssertUnwindSafe(|| pipeline.classify_decoded(&imgs))) {
             Ok(r) if r.len() == imgs.len() => r,
             _ => imgs
                 .iter()
                 .map(
-                    |img| match catch_unwind(AssertUnwindSafe(|| pipeline.classify(img))) {
+                    |img| match catch_unwind(AssertUnwindSafe(|| pipeline.classify_one(img))) {
                         Ok(r) => r,
                         Err(p) => Err(InferenceError::Panic(panic_message(&*p))),
                     },
@@ -406,8 +406,11 @@ fn finish(q: Queued, outcome: FileOutcome) {
 
 /// Resolves `name` inside `folder`, reads and decodes it: the per-file work a worker
 /// does before inference (also run by `pear-bench --raw-pipeline`). `name` must
-/// already have passed `crate::paths::check_name`.
-pub fn load_image(folder: &Path, name: &str) -> Result<DynamicImage, FileOutcome> {
+/// already have passed `crate::paths::check_name`. A JPEG is decoded at a reduced
+/// scale that keeps its short side `>= min_short_side` (the pipeline's
+/// [`Pipeline::min_decode_side`]; `u32::MAX` = always full size), see
+/// [`super::decode`].
+pub fn load_image(folder: &Path, name: &str, min_short_side: u32) -> Result<Decoded, FileOutcome> {
     let not_found = || FileOutcome::NotFound(format!("{name}: not found"));
     let path = crate::paths::resolve_confined(folder, name).map_err(|_| not_found())?;
     let file = std::fs::File::open(&path).map_err(|_| not_found())?;
@@ -425,15 +428,6 @@ pub fn load_image(folder: &Path, name: &str) -> Result<DynamicImage, FileOutcome
     file.take(MAX_IMAGE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|_| not_found())?;
-    decode_image(&bytes).map_err(|e| FileOutcome::Undecodable(format!("{name}: {e}")))
-}
-
-/// Decodes jpg/png bytes (format sniffed from the content) with size limits.
-pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, image::ImageError> {
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    reader.limits(limits);
-    reader.decode()
+    decode_image_scaled(&bytes, min_short_side)
+        .map_err(|e| FileOutcome::Undecodable(format!("{name}: {e}")))
 }

@@ -9,7 +9,7 @@
 //! per worker) the server's workers share; the payload goes through the server's own
 //! parsing and 0x01 validation ([`parse_request`], [`Service::classify_names`]). Each of the
 //! `inference.workers` threads then loops over the named files: read and decode
-//! ([`load_image`], the worker's own function), [`Pipeline::classify`] (one image, as the
+//! ([`load_image`], the worker's own function), [`Pipeline::classify_one`] (one image, as the
 //! server with `max_batch: 1`), record the latency. Completions inside the measuring
 //! window count, as in the network modes; a "request" here is one image.
 //!
@@ -189,8 +189,8 @@ fn worker(
         }
         let name = &names[next % names.len()];
         next = next.wrapping_add(1);
-        let ok = match load_image(folder, name) {
-            Ok(img) => pipeline.classify(&img).is_ok(),
+        let ok = match load_image(folder, name, pipeline.min_decode_side()) {
+            Ok(img) => pipeline.classify_one(&img).is_ok(),
             Err(_) => false,
         };
         done += 1;
