@@ -28,7 +28,17 @@ fn connection_limit_closes_extras_and_keeps_existing() {
     }
     // A slot frees up when one leaves.
     drop(kept.pop());
-    std::thread::sleep(Duration::from_millis(200));
+    // Wait (on a kept connection: a new one would count against the cap)
+    // until the server has counted the closed one out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = kept[0].request(r#"{"cmd": 0x40, "request_data": null}"#);
+        if v["response_data"][0]["result"]["open_connections"] == json!(2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never 2 open: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut again = server.client();
     assert_eq!(again.request(CURRENT_MODEL)["cmd"], json!(0x23));
 }
@@ -121,21 +131,67 @@ fn disconnect_with_inference_in_flight() {
 
 #[test]
 fn full_queue_answers_busy_at_once() {
+    // Requests within capacity from several connections at once: the queue fills,
+    // later ones are answered code 5 at once (before the queued work is done), and
+    // the queued work still completes.
+    const CONNS: usize = 10;
+    const FILES: usize = 8;
     let server = TestServer::start(&[
         ("inference.queue_capacity", "8"),
         ("inference.workers", "1"),
+        ("inference.max_batch", "1"),
     ]);
-    let mut c = server.client();
-    let names: Vec<&str> = vec!["\"normal_01.jpg\""; 9];
-    let v = c.request(&format!(
-        r#"{{"cmd": 1, "request_data": [{}]}}"#,
-        names.join(",")
-    ));
-    assert_eq!(v["cmd"], json!(null));
-    assert_eq!(first_code(&v), 5, "{v}");
-    // Within capacity it works.
-    let v = c.request(r#"{"cmd": 1, "request_data": ["normal_01.jpg"]}"#);
+    let names = ["\"normal_01.jpg\""; FILES].join(",");
+    let mut clients: Vec<_> = (0..CONNS).map(|_| server.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(format!(r#"{{"cmd": 1, "request_data": [{names}], "id": {i}}}"#).as_bytes());
+    }
+    // Each reply with the moment it arrived (order only, no timing goal).
+    let replies: Vec<(std::time::Instant, serde_json::Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .map(|c| {
+                s.spawn(move || {
+                    let v = c.read_json_line();
+                    (std::time::Instant::now(), v)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let codes: Vec<_> = replies
+        .iter()
+        .map(|(_, v)| (v["id"].clone(), v["cmd"].clone(), first_code(v)))
+        .collect();
+    let busy: Vec<_> = replies.iter().filter(|(_, v)| first_code(v) == 5).collect();
+    let done: Vec<_> = replies.iter().filter(|(_, v)| first_code(v) == 0).collect();
+    assert_eq!(busy.len() + done.len(), CONNS, "(id, cmd, code): {codes:?}");
+    assert!(!busy.is_empty(), "the queue never filled: {codes:?}");
+    assert!(!done.is_empty(), "no queued work completed: {codes:?}");
+    // Refused whole by the service (cmd null), not file by file by the queue.
+    for (_, v) in &busy {
+        assert_eq!(v["cmd"], json!(null), "(id, cmd, code): {codes:?}");
+        let items = v["response_data"].as_array().unwrap();
+        assert!(items.iter().all(|i| i["error_code"] == json!(5)), "{v}");
+    }
+    for (_, v) in &done {
+        let items = v["response_data"].as_array().unwrap();
+        assert_eq!(items.len(), FILES, "{v}");
+        assert!(items.iter().all(|i| i["error_code"] == json!(0)), "{v}");
+    }
+    // "At once": every code 5 came before the last queued request was answered.
+    let last_done = done.iter().map(|(t, _)| *t).max().unwrap();
+    assert!(
+        busy.iter().all(|(t, _)| *t < last_done),
+        "a busy answer waited for the queue: {codes:?}"
+    );
+    // Once drained, the same connections are served again; a request larger
+    // than the whole queue is refused.
+    let v = clients[0].request(r#"{"cmd": 1, "request_data": ["normal_01.jpg"]}"#);
     assert_eq!(first_code(&v), 0, "{v}");
+    let names = ["\"normal_01.jpg\""; 9].join(",");
+    let v = clients[1].request(&format!(r#"{{"cmd": 1, "request_data": [{names}]}}"#));
+    assert_eq!(first_code(&v), 5, "{v}");
 }
 
 #[test]
@@ -176,8 +232,20 @@ fn sigterm_answers_in_flight_then_exits_zero() {
     let mut c = server.client();
     let names: Vec<&str> = vec!["\"normal_01.jpg\""; 20];
     c.send(format!(r#"{{"cmd": 1, "request_data": [{}]}}"#, names.join(",")).as_bytes());
-    std::thread::sleep(Duration::from_millis(50));
+    // The request is read and queued (its files are waiting) before the signal.
+    server.wait_status("the request queued", |r| {
+        r["queue_depth"].as_u64().unwrap_or(0) > 0
+    });
     common::unsafe_kill(server.child.id(), libc::SIGTERM);
+    server.wait_log("no longer accepting");
+    // During the drain: new connections are refused while the process still
+    // runs and the old connection's answer is still owed.
+    let refused = std::net::TcpStream::connect(server.addr);
+    assert!(refused.is_err(), "accepted a connection while draining");
+    assert!(
+        server.is_running(),
+        "the server exited before the reply was read"
+    );
     let v = c.read_json_line();
     assert_eq!(v["cmd"], json!(2));
     let items = v["response_data"].as_array().unwrap();
@@ -185,8 +253,6 @@ fn sigterm_answers_in_flight_then_exits_zero() {
     assert!(items.iter().all(|i| i["error_code"] == json!(0)), "{v}");
     let status = server.wait_exit(Duration::from_secs(20)).expect("exit");
     assert!(status.success(), "{status:?}\n{}", server.stderr());
-    // No longer accepting.
-    assert!(std::net::TcpStream::connect(server.addr).is_err());
 }
 
 #[test]

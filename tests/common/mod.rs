@@ -94,8 +94,48 @@ impl TestServer {
         Client::connect(self.addr)
     }
 
+    /// The server's stderr so far. Panics when the file cannot be read (a
+    /// missing log must not pass a `!contains(..)` check unread).
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_else(|e| {
+            panic!(
+                "cannot read the server's stderr {}: {e}",
+                self.stderr_path.display()
+            )
+        })
+    }
+
+    /// Waits (bounded by a generous deadline) until the server's stderr
+    /// contains `needle`; panics with the log otherwise.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the server's stderr:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asks 0x40 on a fresh connection until `check` holds on its result
+    /// (bounded by a generous deadline); returns that result.
+    pub fn wait_status(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut c = self.client();
+        loop {
+            let v = c.request(r#"{"cmd": 0x40, "request_data": null}"#);
+            let result = v["response_data"][0]["result"].clone();
+            if check(&result) {
+                return result;
+            }
+            assert!(Instant::now() < deadline, "never {what}: {result}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status (bounded).
