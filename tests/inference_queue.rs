@@ -253,14 +253,21 @@ fn time_limit_on_start_and_on_finish() {
     let svc = service(cfg, pipeline(None));
     let (tx, rx) = channel();
     let src = CancelSource::new();
-    svc.set_test_hook(Some(Arc::new(|n: &str| {
+    let (started_tx, started_rx) = channel::<()>();
+    let started_tx = Mutex::new(started_tx);
+    svc.set_test_hook(Some(Arc::new(move |n: &str| {
         if n == "good.jpg" {
+            let _ = started_tx.lock().map(|t| t.send(()));
+            // Slow work (not synchronisation): twice the time limit.
             std::thread::sleep(Duration::from_millis(600));
         }
     })));
     svc.submit(job(dir.path(), "good.jpg", src.token(), &tx))
         .expect("slow");
-    std::thread::sleep(Duration::from_millis(50));
+    // good.jpg is on the worker before good.png is queued.
+    started_rx
+        .recv_timeout(WAIT)
+        .expect("worker started good.jpg");
     svc.submit(job(dir.path(), "good.png", src.token(), &tx))
         .expect("queued");
     let got = collect(&rx, 2);
@@ -355,6 +362,7 @@ fn batches_across_jobs() {
     let (release, started) = blocker(&svc, "good.jpg");
     let (tx, rx) = channel();
     let src = CancelSource::new();
+    let multi_before = batches_over_one();
     svc.submit(job(dir.path(), "good.jpg", src.token(), &tx))
         .expect("running");
     started.recv_timeout(WAIT).expect("worker parked");
@@ -377,4 +385,23 @@ fn batches_across_jobs() {
         .windows(2)
         .all(|w| w[0].class == w[1].class && w[0].bbox == w[1].bbox));
     assert_eq!(svc.queue_depth(), 0);
+    // The 10 jobs queued behind the parked one ran in batches of more than one
+    // image (other tests of this binary may add some too; without batching no
+    // test here forms one).
+    let formed = batches_over_one() - multi_before;
+    assert!(formed >= 1, "no classifier batch > 1 formed ({formed})");
+}
+
+/// Classifier batches of more than one image so far in this process, from the
+/// metrics the server exposes (`pear_inference_batch_size`).
+fn batches_over_one() -> u64 {
+    let text = pear_server::metrics::Snapshot::take(0, 0, true).encode();
+    let value = |prefix: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} in the metrics:\n{text}")) as u64
+    };
+    value("pear_inference_batch_size_count ")
+        - value("pear_inference_batch_size_bucket{le=\"1.0\"} ")
 }
