@@ -525,27 +525,66 @@ fn stop_classification_cancels_queued_work() {
 
 #[test]
 fn model_swap_while_classifying() {
+    // The spare model answers differently from the shipped one (the tiny parity
+    // fixture), so each file's answer tells which model classified it.
+    const FILES: usize = 200;
     let server = TestServer::start(&[("inference.workers", "1")]);
     std::fs::copy(
-        server.models_dir().join("pear_classifier.onnx"),
+        common::repo().join("tests/fixtures/parity/tiny_classifier.onnx"),
         server.models_dir().join("spare.onnx"),
     )
     .unwrap();
+    let answer = |i: &Value| {
+        (
+            i["label"].clone(),
+            i["confidence"].clone(),
+            i["bbox"].clone(),
+        )
+    };
     let mut busy = server.client();
-    let names: Vec<&str> = vec!["\"normal_01.jpg\""; 100];
-    busy.send(format!(r#"{{"cmd": 1, "request_data": [{}]}}"#, names.join(",")).as_bytes());
+    let old = busy.request(r#"{"cmd": 1, "request_data": ["normal_01.jpg"]}"#);
+    let old = answer(&items(&old)[0]);
+    let names = vec!["\"normal_01.jpg\""; FILES].join(",");
+    busy.send(format!(r#"{{"cmd": 1, "request_data": [{names}]}}"#).as_bytes());
+    // The request is queued before the swap, and files are still waiting after it.
+    server.wait_status("the request queued", |r| {
+        r["queue_depth"].as_u64().unwrap_or(0) > 0
+    });
     let mut admin = server.client();
     let v = admin.request(r#"{"cmd": 0x26, "request_data": ["spare.onnx"]}"#);
     assert_eq!(v["response_data"][0]["result"], json!(2), "{v}");
-    // Every file of the running request is answered, by the old or the new model.
+    let status = admin.request(r#"{"cmd": 0x40, "request_data": null}"#);
+    let left = status["response_data"][0]["result"]["queue_depth"].clone();
+    assert!(
+        left.as_u64().unwrap_or(0) > 0,
+        "the request was no longer in flight when the swap answered: {status}"
+    );
+    let new = admin.request(r#"{"cmd": 1, "request_data": ["normal_01.jpg"]}"#);
+    let new = answer(&items(&new)[0]);
+    // Every file of the running request is answered, each whole by the old or the
+    // new model: any old ones first (started before the swap), then only new ones.
     let v = busy.read_json_line();
     let it = items(&v);
-    assert_eq!(it.len(), 100);
+    assert_eq!(it.len(), FILES);
+    assert!(it.iter().all(|i| i["error_code"] == json!(0)), "{v}");
+    let by_new: Vec<bool> = it
+        .iter()
+        .map(|i| {
+            let a = answer(i);
+            assert!(a == old || a == new, "neither model's answer: {i}");
+            a == new
+        })
+        .collect();
     assert!(
-        it.iter()
-            .all(|i| i["error_code"] == json!(0) && i["label"] == json!("normal")),
-        "{v}"
+        by_new[FILES - 1],
+        "files queued after the swap used the old model"
     );
+    let first_new = by_new.iter().position(|&n| n).unwrap();
+    assert!(
+        by_new[first_new..].iter().all(|&n| n),
+        "an old-model answer after a new-model one: {by_new:?}"
+    );
+    assert_ne!(old, new, "the spare model must answer differently");
     let v = admin.request(r#"{"cmd": 0x22, "request_data": null}"#);
     assert_eq!(v["response_data"][0]["file_name"], json!("spare.onnx"));
 }
