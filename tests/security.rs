@@ -660,30 +660,93 @@ fn json_depth_limit() {
 // ---------------------------------------------------------------------------
 
 /// Client-supplied names and URLs must not be able to forge log lines: a
-/// newline in them must not start a new line in the log.
+/// newline in them must not start a new line in the log. Only requests whose
+/// names the server does log are sent (each one's text must reach the log, or
+/// the case could not fail): a failed download (0x20) and a folder change
+/// refused outside `model.allowed_roots` (0x30).
 #[test]
 fn newlines_in_requests_cannot_forge_log_lines() {
     let server = TestServer::start(&[]);
-    let mut c = server.client();
+    let outside = tempfile::tempdir().unwrap();
     let forged = "FORGED-LOG-LINE";
+    let dir = outside.path().join(format!("x\n{forged} dir"));
+    std::fs::create_dir(&dir).unwrap();
+    let mut c = server.client();
     let requests = [
         json!({"cmd": 0x20, "request_data": [format!("http://127.0.0.1:1/\n{forged} ERROR x.onnx")]}),
         json!({"cmd": 0x20, "request_data": [format!("http://127.0.0.1:1/a\r\n{forged} b.onnx")]}),
-        json!({"cmd": 0x01, "request_data": [format!("a\n{forged} b.jpg")]}),
-        json!({"cmd": 0x26, "request_data": [format!("a\n{forged} b.onnx")]}),
-        json!({"cmd": 0x28, "request_data": [format!("a\n{forged} b.onnx")]}),
-        json!({"cmd": 0x30, "request_data": [format!("a\n{forged} dir")]}),
+        json!({"cmd": 0x30, "request_data": [dir.to_str().unwrap()]}),
     ];
     for r in &requests {
         let v = c.request(&r.to_string());
         assert!(v["response_data"].is_array(), "{v}");
+        assert_ne!(first_code(&v), 0, "{v}");
     }
-    // Let the log writer catch up (the answers are already in).
-    std::thread::sleep(Duration::from_millis(200));
-    let log = std::fs::read_to_string(server.dir.path().join("logs/server.log")).unwrap();
+    // Wait for each case's log line (escaped or not), then look for forged lines.
+    let log_file = server.dir.path().join("logs/server.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        if log.matches(forged).count() >= requests.len() {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every case reached the log (it could not fail):\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     for text in [log, server.stderr()] {
         for line in text.lines() {
             assert!(!line.starts_with(forged), "forged log line: {line:?}");
         }
     }
+}
+
+/// The same for names the server logs after a successful change or a failed
+/// load (0x26, 0x28, 0x30 inside the roots).
+#[test]
+#[ignore = "issue 15: src/service.rs logs these names unquoted (0x26 failed load, \
+            0x28, 0x30 inside the roots); un-ignore with the fix"]
+fn newlines_in_logged_model_and_folder_names_cannot_forge_log_lines() {
+    let server = TestServer::start(&[]);
+    let forged = "FORGED-LOG-LINE";
+    let bad_model = format!("a\n{forged} b.onnx");
+    let spare = format!("c\n{forged} d.onnx");
+    std::fs::write(server.models_dir().join(&bad_model), b"not a model").unwrap();
+    std::fs::copy(
+        server.models_dir().join("pear_classifier.onnx"),
+        server.models_dir().join(&spare),
+    )
+    .unwrap();
+    let folder = server.dir.path().join(format!("y\n{forged} dir"));
+    std::fs::create_dir(&folder).unwrap();
+    let mut c = server.client();
+    let requests = [
+        json!({"cmd": 0x26, "request_data": [bad_model]}),
+        json!({"cmd": 0x28, "request_data": [spare]}),
+        json!({"cmd": 0x30, "request_data": [folder.to_str().unwrap()]}),
+    ];
+    for r in &requests {
+        let v = c.request(&r.to_string());
+        assert!(v["response_data"].is_array(), "{v}");
+    }
+    let log_file = server.dir.path().join("logs/server.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        if log.matches(forged).count() >= requests.len() {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every case reached the log (it could not fail):\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let forged_lines: Vec<&str> = log.lines().filter(|l| l.starts_with(forged)).collect();
+    assert!(
+        forged_lines.is_empty(),
+        "forged log lines: {forged_lines:#?}"
+    );
 }
