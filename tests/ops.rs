@@ -298,9 +298,13 @@ fn readyz_is_503_while_draining() {
     for _ in 0..2 {
         c.send(format!(r#"{{"cmd": 0x01, "request_data": [{names}]}}"#).as_bytes());
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // Read and queued before the signal.
+    server.wait_status("the requests queued", |r| {
+        r["queue_depth"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(http_get(maddr, "/readyz").0, 200);
     common::unsafe_kill(server.child.id(), libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(100));
+    server.wait_log("no longer accepting");
     assert_eq!(http_get(maddr, "/readyz"), (503, "draining\n".to_owned()));
     assert_eq!(http_get(maddr, "/healthz").0, 200);
     // The replies already owed are still delivered.
