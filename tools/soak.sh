@@ -48,9 +48,12 @@ log() { printf '[soak %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 log "building release binaries"
 cargo build --release --bins >&2
-SERVER=$ROOT/target/release/pear-server
-CLIENT=$ROOT/target/release/pear-client
-BENCH=$ROOT/target/release/pear-bench
+# Copies, so a rebuild by other work during the run changes nothing here.
+mkdir -p "$WORK/bin"
+cp target/release/pear-server target/release/pear-client target/release/pear-bench "$WORK/bin/"
+SERVER=$WORK/bin/pear-server
+CLIENT=$WORK/bin/pear-client
+BENCH=$WORK/bin/pear-bench
 COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo "+dirty")
 
 # The model folder: a copy, so the swaps never touch models/ and its state stays here.
