@@ -59,11 +59,22 @@ fn status(c: &mut Client) -> Value {
 #[test]
 fn slot_reuse_after_disconnect_mid_inference() {
     let server = TestServer::start(&[("inference.workers", "1")]);
+    // Classification requests the server has read (its DEBUG line per request).
+    let read_so_far = || server.stderr().matches(": request classify").count();
     for round in 0..12 {
+        let before = read_so_far();
         let mut dead = server.client();
         dead.send(classify_many(24, &format!("dead-{round}")).as_bytes());
-        // Give the worker time to start on the dead connection's files.
-        std::thread::sleep(Duration::from_millis(30));
+        // The dead connection's request is read (its files queued for the
+        // worker) before the connection dies.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read_so_far() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: request never read"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if round % 2 == 0 {
             rst(dead);
         } else {
@@ -174,21 +185,13 @@ fn slow_reader_does_not_stall_others_and_loses_nothing() {
     );
     let complete = sent / len;
 
-    // Everyone else is served meanwhile, with sane latency (a sanity bound only;
-    // latency targets are measured by the benches).
+    // Everyone else is served meanwhile, while the slow client still owes reads
+    // (a stalled reactor would leave these unanswered: the client's read timeout
+    // fails the test; no latency goal here, the benches measure that).
     let mut other = server.client();
-    let mut times = Vec::new();
     for _ in 0..200 {
-        let t = Instant::now();
         assert_eq!(other.request(CURRENT_MODEL)["cmd"], json!(0x23));
-        times.push(t.elapsed());
     }
-    times.sort();
-    let p99 = times[times.len() * 99 / 100];
-    assert!(
-        p99 < Duration::from_millis(500),
-        "p99 {p99:?} beside a slow reader"
-    );
 
     // Now read: every complete request gets its answer, in order, nothing lost.
     let mut reader = std::io::BufReader::new(slow.try_clone().unwrap());
@@ -291,6 +294,8 @@ enum Misbehave {
 /// Stops when dropped.
 struct BadHttp {
     port: u16,
+    /// Connections accepted so far (a download has reached this server).
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -302,11 +307,14 @@ impl BadHttp {
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
         let thread = std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((s, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
                         let flag = Arc::clone(&flag);
                         std::thread::spawn(move || {
                             let _ = serve_badly(s, how, &flag);
@@ -318,6 +326,7 @@ impl BadHttp {
         });
         BadHttp {
             port,
+            accepted,
             stop,
             thread: Some(thread),
         }
@@ -578,15 +587,15 @@ fn set_nofile(pid: u32, soft: u64) {
 fn low_nofile_limit_keeps_serving_and_recovers() {
     let server = TestServer::start(&[]);
     let pid = server.child.id();
-    // Let the server settle (worker threads, sessions) before counting its fds.
+    // An answer shows the server settled (worker threads, sessions); the probe
+    // stays open while the fds are counted, so no close is still in progress.
     let mut probe = server.client();
     assert_eq!(probe.request(CURRENT_MODEL)["cmd"], json!(0x23));
-    drop(probe);
-    std::thread::sleep(Duration::from_millis(200));
     let base = open_fds(pid);
     assert!(base > 0);
     let room = 8;
     set_nofile(pid, (base + room) as u64);
+    drop(probe);
 
     // Open connections until one is not answered: the server is out of fds.
     let mut served: Vec<Client> = Vec::new();
@@ -693,17 +702,25 @@ fn slow_downloads_do_not_stall_classification() {
             .as_bytes(),
         );
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Both downloads have reached their (silent) servers and hang there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.iter().any(|h| h.accepted.load(Ordering::SeqCst) == 0) {
+        assert!(Instant::now() < deadline, "the downloads never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut b = server.client();
-    let t = Instant::now();
     let v = b.request(r#"{"cmd": 1, "request_data": ["normal_01.jpg"]}"#);
-    let took = t.elapsed();
     assert_eq!(first_code(&v), 0, "{v}");
-    // Both downloads are still hanging (8 s); classification took one image's time.
+    // Classification was answered while both downloads still hang: neither
+    // download's answer (code 4 after 8 s) has arrived yet.
+    a.stream.set_nonblocking(true).unwrap();
+    let mut probe = [0u8; 1];
+    let early = std::io::Read::read(&mut a.stream, &mut probe);
     assert!(
-        took < Duration::from_secs(4),
-        "classification waited {took:?} behind two slow downloads"
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "classification waited behind the slow downloads: {early:?}"
     );
+    a.stream.set_nonblocking(false).unwrap();
     for _ in 0..2 {
         let v = a.read_json_line();
         assert_eq!(v["response_data"][0]["error_code"], json!(4), "{v}");
