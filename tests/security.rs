@@ -750,3 +750,28 @@ fn newlines_in_logged_model_and_folder_names_cannot_forge_log_lines() {
         "forged log lines: {forged_lines:#?}"
     );
 }
+
+/// 0x20 of a complete download that is not a loadable model: refused (result 1,
+/// code 2), nothing left in the model folder, the current model unchanged.
+#[test]
+fn complete_but_unloadable_download_is_refused_and_leaves_nothing() {
+    let server = TestServer::start(&[]);
+    let http = ModelHttp::start(b"this is not an onnx model, though complete".to_vec());
+    let before = common_entries(&server.models_dir());
+    let mut c = server.client();
+    let v = c.request(
+        &json!({"cmd": 0x20, "request_data": [format!("http://127.0.0.1:{}/junk.onnx", http.port)]})
+            .to_string(),
+    );
+    assert_eq!(v["cmd"], json!(0x21), "{v}");
+    assert_eq!(http.hits.load(Ordering::SeqCst), 1, "the file was fetched");
+    let item = &v["response_data"][0];
+    assert_eq!(item["result"], json!(1), "{v}");
+    assert_eq!(item["error_code"], json!(2), "{v}");
+    assert_eq!(common_entries(&server.models_dir()), before);
+    let v = c.request(r#"{"cmd": 0x22, "request_data": null}"#);
+    assert_eq!(
+        v["response_data"][0]["file_name"],
+        json!("pear_classifier.onnx")
+    );
+}

@@ -202,3 +202,103 @@ fn jpeg_upper_case_and_png_names_through_the_server() {
         assert!(i["bbox"].is_array(), "{v}");
     }
 }
+
+#[test]
+fn model_folder_change_then_list_and_change_model_there() {
+    let server = TestServer::start(&[]);
+    let real = server.dir.path().join("other_models");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::copy(
+        common::repo().join("tests/fixtures/parity/tiny_classifier.onnx"),
+        real.join("tiny.onnx"),
+    )
+    .unwrap();
+    std::fs::write(real.join("notes.txt"), b"not a model").unwrap();
+    let link = server.dir.path().join("models_link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut c = server.client();
+    let v = c.request(&json!({"cmd": 0x34, "request_data": [link.to_str().unwrap()]}).to_string());
+    assert_eq!(v["cmd"], json!(0x35), "{v}");
+    assert_eq!(v["response_data"][0]["result"], json!(2), "{v}");
+    // The canonical path is echoed (the symlink resolved).
+    let canonical = real.canonicalize().unwrap();
+    assert_eq!(
+        v["response_data"][0]["file_name"],
+        json!(canonical.display().to_string()),
+        "{v}"
+    );
+    // The loaded model stays loaded until 0x26.
+    let v = c.request(r#"{"cmd": 0x22, "request_data": null}"#);
+    assert_eq!(
+        v["response_data"][0]["file_name"],
+        json!("pear_classifier.onnx")
+    );
+    let v = c.request(r#"{"cmd": 0x24, "request_data": null}"#);
+    let listed: Vec<_> = items(&v).iter().map(|i| i["file_name"].clone()).collect();
+    assert_eq!(listed, vec![json!("tiny.onnx")], "{v}");
+    let v = c.request(r#"{"cmd": 0x26, "request_data": ["tiny.onnx"]}"#);
+    assert_eq!(v["response_data"][0]["result"], json!(2), "{v}");
+    let v = c.request(r#"{"cmd": 0x22, "request_data": null}"#);
+    assert_eq!(
+        v["response_data"][0]["file_name"],
+        json!("tiny.onnx"),
+        "{v}"
+    );
+    // The old folder's model is no longer reachable by name.
+    let v = c.request(r#"{"cmd": 0x26, "request_data": ["pear_classifier.onnx"]}"#);
+    assert_eq!(v["response_data"][0]["result"], json!(1), "{v}");
+    assert_eq!(first_code(&v), 2, "{v}");
+    let v = c.request(r#"{"cmd": 1, "request_data": ["normal_01.jpg"]}"#);
+    assert_eq!(first_code(&v), 0, "{v}");
+}
+
+#[test]
+fn in_flight_limit_keeps_every_request_in_order() {
+    // One request in flight per connection: 40 pipelined requests in one write,
+    // classifications and cheap commands mixed, all answered, in order.
+    let server = TestServer::start(&[("server.max_inflight_per_connection", "1")]);
+    let mut c = server.client();
+    let mut bytes = String::new();
+    for i in 0..40 {
+        if i % 4 == 0 {
+            bytes += &format!(r#"{{"cmd": 1, "request_data": ["normal_01.jpg"], "id": {i}}}"#);
+        } else {
+            bytes += &format!(r#"{{"cmd": 0x22, "request_data": null, "id": {i}}}"#);
+        }
+    }
+    c.send(bytes.as_bytes());
+    for i in 0..40 {
+        let v = c.read_json_line();
+        assert_eq!(v["id"], json!(i), "{v}");
+        assert_eq!(first_code(&v), 0, "{v}");
+        let cmd = if i % 4 == 0 { 2 } else { 0x23 };
+        assert_eq!(v["cmd"], json!(cmd), "{v}");
+    }
+}
+
+#[test]
+fn shutdown_grace_bounds_the_drain_with_work_still_running() {
+    // 1000 files (4 requests of 250) on one worker take far longer than the
+    // 1 s grace period.
+    let mut server = TestServer::start(&[
+        ("inference.workers", "1"),
+        ("server.shutdown_grace_secs", "1"),
+    ]);
+    let mut c = server.client();
+    let names = ["\"normal_01.jpg\""; 250].join(",");
+    for _ in 0..4 {
+        c.send(format!(r#"{{"cmd": 1, "request_data": [{names}]}}"#).as_bytes());
+    }
+    server.wait_status("the request queued", |r| {
+        r["queue_depth"].as_u64().unwrap_or(0) > 0
+    });
+    common::unsafe_kill(server.child.id(), libc::SIGTERM);
+    let status = server
+        .wait_exit(std::time::Duration::from_secs(60))
+        .expect("exits once the grace period is over");
+    let log = server.stderr();
+    assert!(log.contains("shutdown grace period over"), "{log}");
+    assert!(status.success(), "{status:?}\n{log}");
+    // The unfinished requests were not all answered: the connection just ends.
+    assert!(c.is_closed_by_server(std::time::Duration::from_secs(5)));
+}
