@@ -302,3 +302,85 @@ fn shutdown_grace_bounds_the_drain_with_work_still_running() {
     // The unfinished requests were not all answered: the connection just ends.
     assert!(c.is_closed_by_server(std::time::Duration::from_secs(5)));
 }
+
+#[test]
+fn config_with_only_the_original_keys_serves() {
+    // The original's own file layout (SPEC §2): no new key at all.
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let images = dir.path().join("test_photos");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::create_dir_all(&images).unwrap();
+    for name in ["pear_classifier.onnx", "pear_detector.onnx"] {
+        std::fs::copy(
+            common::assets().join("models").join(name),
+            models.join(name),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        common::assets().join("samples/normal_01.jpg"),
+        images.join("normal_01.jpg"),
+    )
+    .unwrap();
+    let config = dir.path().join("server_config.yaml");
+    std::fs::write(
+        &config,
+        r#"server:
+  host: "0.0.0.0"
+  port: 9090
+  max_connections: 5
+  buffer_size: 1024
+  encoding: "utf-8"
+model:
+  model_path: "models/pear_classifier.onnx"
+  preprocessor_path: "models/pear_detector.onnx"
+  img_path: "test_photos"
+  confidence_threshold: 0.5
+  img_size: 320
+  classes: ["normal", "dark_spot", "bruise", "cut", "scab", "insect_hole", "dent", "mold"]
+logging:
+  level: "INFO"
+  format: "%(asctime)s - %(levelname)s - %(message)s"
+  file: "logs/pear_detection.log"
+ERROR_CODE:
+  no_error: 0
+  invalid_message: 1
+  resource_not_found: 2
+  not_exist_command: 3
+  timeout: 4
+"#,
+    )
+    .unwrap();
+    let stderr = dir.path().join("stderr.log");
+    let (child, addr) =
+        common::spawn_server(&config, &stderr, &[]).expect("starts from the original's keys");
+    // Killed on any failure below.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(child);
+    let mut c = common::Client::connect(addr);
+    let v = c.request(r#"{"cmd": 0x01, "request_data": ["normal_01.jpg"]}"#);
+    assert_eq!(v["cmd"], json!(2), "{v}");
+    assert_eq!(first_code(&v), 0, "{v}");
+    assert_eq!(v["response_data"][0]["label"], json!("normal"), "{v}");
+    assert!(dir.path().join("logs/pear_detection.log").exists());
+    common::unsafe_kill(child.0.id(), libc::SIGTERM);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
