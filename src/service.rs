@@ -395,14 +395,17 @@ impl Service {
             Ok(pipeline) => {
                 self.inference.swap(pipeline);
                 write(&self.loaded).set_classifier(path);
-                log::info!("model changed to {name}");
+                log::info!("model changed to {name:?}");
                 // Read the live value under the state lock: with concurrent changes
                 // the last write holds the value actually in use.
                 self.persist(|s| s.model = Some(read(&self.loaded).classifier));
                 Item::ok(Some(name.to_owned()))
             }
             Err(e) => {
-                log::warn!("model change to {name} failed, keeping the old model: {e}");
+                log::warn!(
+                    "model change to {name:?} failed, keeping the old model: {:?}",
+                    e.to_string()
+                );
                 Item::failed(
                     Some(name.to_owned()),
                     ErrorCode::ResourceNotFound,
@@ -419,7 +422,7 @@ impl Service {
             .collect();
         match models::delete_model(&self.model_folder(), name, &in_use) {
             Ok(()) => {
-                log::info!("model {name} deleted");
+                log::info!("model {name:?} deleted");
                 Item::ok(Some(name.to_owned()))
             }
             Err(e) => store_failure(Some(name), e),
@@ -449,7 +452,7 @@ impl Service {
                         folders.models = real;
                     }
                 }
-                log::info!("{} changed to {shown}", cmd.name());
+                log::info!("{} changed to {shown:?}", cmd.name());
                 if cmd == Command::ChangeImageFolder {
                     self.persist(|s| s.image_folder = Some(self.image_folder()));
                 } else {

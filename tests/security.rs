@@ -706,8 +706,6 @@ fn newlines_in_requests_cannot_forge_log_lines() {
 /// The same for names the server logs after a successful change or a failed
 /// load (0x26, 0x28, 0x30 inside the roots).
 #[test]
-#[ignore = "issue 15: src/service.rs logs these names unquoted (0x26 failed load, \
-            0x28, 0x30 inside the roots); un-ignore with the fix"]
 fn newlines_in_logged_model_and_folder_names_cannot_forge_log_lines() {
     let server = TestServer::start(&[]);
     let forged = "FORGED-LOG-LINE";
