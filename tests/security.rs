@@ -683,19 +683,7 @@ fn newlines_in_requests_cannot_forge_log_lines() {
         assert_ne!(first_code(&v), 0, "{v}");
     }
     // Wait for each case's log line (escaped or not), then look for forged lines.
-    let log_file = server.dir.path().join("logs/server.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let log = loop {
-        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
-        if log.matches(forged).count() >= requests.len() {
-            break log;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not every case reached the log (it could not fail):\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let log = log_with_every_case(&server, forged, requests.len());
     for text in [log, server.stderr()] {
         for line in text.lines() {
             assert!(!line.starts_with(forged), "forged log line: {line:?}");
@@ -729,19 +717,7 @@ fn newlines_in_logged_model_and_folder_names_cannot_forge_log_lines() {
         let v = c.request(&r.to_string());
         assert!(v["response_data"].is_array(), "{v}");
     }
-    let log_file = server.dir.path().join("logs/server.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let log = loop {
-        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
-        if log.matches(forged).count() >= requests.len() {
-            break log;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not every case reached the log (it could not fail):\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let log = log_with_every_case(&server, forged, requests.len());
     let forged_lines: Vec<&str> = log.lines().filter(|l| l.starts_with(forged)).collect();
     assert!(
         forged_lines.is_empty(),
@@ -772,4 +748,22 @@ fn complete_but_unloadable_download_is_refused_and_leaves_nothing() {
         v["response_data"][0]["file_name"],
         json!("pear_classifier.onnx")
     );
+}
+
+/// The server's log file once `needle` appears in it `cases` times (each case
+/// reached the log, so a forged line could show), bounded by a generous deadline.
+fn log_with_every_case(server: &TestServer, needle: &str, cases: usize) -> String {
+    let log_file = server.dir.path().join("logs/server.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        if log.matches(needle).count() >= cases {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every case reached the log (it could not fail):\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
