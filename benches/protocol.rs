@@ -1,10 +1,12 @@
-//! Criterion benches for the protocol path: framing + parsing, hex scanning, encoding.
+//! Criterion benches for the protocol path: framing + parsing (the fused fast path and
+//! the general path side by side), hex scanning, encoding.
 //!
 //! Run: `cargo bench --bench protocol -- --warm-up-time 1 --measurement-time 2`
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use pear_server::protocol::message::parse_general;
 use pear_server::protocol::{
     encode_frame, encode_frame_with, encode_response, parse_request, rewrite_hex_literals,
     ErrorCode, Framer, Framing, FramingMode, Item,
@@ -14,6 +16,8 @@ use serde_json::json;
 const MAX_MESSAGE: usize = 1 << 20;
 const MAX_DEPTH: usize = 32;
 const TYPICAL: &str = r#"{"cmd": 0x01, "request_data": ["a.jpg", "b.png"]}"#;
+/// The P1 request (`tools/bench.sh`, `tools/p1-callgrind.sh`).
+const CURRENT_MODEL: &str = r#"{"cmd": 0x22, "request_data": null}"#;
 
 /// A classify request of about 64 KiB: many image names.
 fn big_request() -> String {
@@ -79,6 +83,43 @@ fn frame_and_parse(c: &mut Criterion) {
                 })
             },
         );
+    }
+    group.finish();
+}
+
+/// One read of 16 pipelined requests, framed and parsed as the reactor does:
+/// `Framer::next_request` (fused, envelope fast path) against `next_frame` followed by
+/// the general parse, in the same run.
+fn pipelined(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pipeline16");
+    for (label, body) in [("0x22", CURRENT_MODEL), ("typical", TYPICAL)] {
+        let wire = format!("{body}\n").repeat(16).into_bytes();
+        group.throughput(Throughput::Elements(16));
+        group.bench_with_input(BenchmarkId::new("fused", label), &wire, |b, wire| {
+            b.iter(|| {
+                let mut framer = Framer::new(FramingMode::Auto, MAX_MESSAGE);
+                let mut start = 0;
+                let mut n = 0;
+                while let Some(read) = framer.next_request(&wire[start..], MAX_DEPTH).unwrap() {
+                    start += read.frame.consumed;
+                    n += black_box(read.request).is_ok() as usize;
+                }
+                assert_eq!(n, 16);
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("general", label), &wire, |b, wire| {
+            b.iter(|| {
+                let mut framer = Framer::new(FramingMode::Auto, MAX_MESSAGE);
+                let mut start = 0;
+                let mut n = 0;
+                while let Some(frame) = framer.next_frame(&wire[start..]).unwrap() {
+                    let payload = &wire[start + frame.payload.start..start + frame.payload.end];
+                    n += black_box(parse_general(payload, MAX_DEPTH)).is_ok() as usize;
+                    start += frame.consumed;
+                }
+                assert_eq!(n, 16);
+            })
+        });
     }
     group.finish();
 }
@@ -160,5 +201,5 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frame_and_parse, hex_scan, encode);
+criterion_group!(benches, frame_and_parse, pipelined, hex_scan, encode);
 criterion_main!(benches);

@@ -11,12 +11,16 @@
 //!   whitespace over the limit (which discarding whitespace legitimately avoids);
 //! - once failed, keep failing with the same error.
 //!
-//! Also: any payload framed with the length styles comes back unchanged.
+//! Also: any payload framed with the length styles comes back unchanged, and
+//! reading requests with `Framer::next_request` (framing and the envelope fast
+//! path fused) gives the same frames, requests and error as `next_frame`
+//! followed by the general parse, whole and split.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pear_server_fuzz::protocol::framing::{encode_frame, Framer, Framing, FramingMode};
-use pear_server_fuzz::protocol::FrameError;
+use pear_server_fuzz::protocol::message::parse_general;
+use pear_server_fuzz::protocol::{BadRequest, FrameError, Framed, Request};
 
 fn setup(b: u8) -> (FramingMode, usize) {
     let mode = match b % 3 {
@@ -81,6 +85,55 @@ fn feed(mode: FramingMode, limit: usize, input: &[u8], sizes: &[u8], discard: bo
     (out, None)
 }
 
+type Read = (Vec<(Vec<u8>, usize, Result<Request, BadRequest>)>, Option<FrameError>);
+
+/// Reads requests like the reactor, with `next_request` (`fused`) or with
+/// `next_frame` then `parse_general`.
+fn read(mode: FramingMode, limit: usize, input: &[u8], sizes: &[u8], fused: bool) -> Read {
+    const DEPTH: usize = 4;
+    let mut framer = Framer::new(mode, limit);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut k = 0;
+    while at < input.len() {
+        let n = if sizes.is_empty() {
+            input.len()
+        } else {
+            (sizes[k % sizes.len()] as usize).max(1)
+        };
+        k += 1;
+        let end = (at + n).min(input.len());
+        buf.extend_from_slice(&input[at..end]);
+        at = end;
+        loop {
+            let next = if fused {
+                framer.next_request(&buf, DEPTH)
+            } else {
+                framer.next_frame(&buf).map(|f| {
+                    f.map(|frame| Framed {
+                        request: parse_general(&buf[frame.payload.clone()], DEPTH),
+                        frame,
+                    })
+                })
+            };
+            match next {
+                Ok(Some(Framed { frame, request })) => {
+                    out.push((buf[frame.payload.clone()].to_vec(), frame.consumed, request));
+                    buf.drain(..frame.consumed);
+                }
+                Ok(None) => {
+                    let skipped = framer.discard_whitespace();
+                    buf.drain(..skipped);
+                    break;
+                }
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+    (out, None)
+}
+
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
@@ -107,6 +160,14 @@ fuzz_target!(|data: &[u8]| {
     } else {
         assert_eq!(whole, split, "frames depend on the TCP split");
         assert_eq!(whole_err, split_err, "errors depend on the TCP split");
+    }
+
+    for split in [&[][..], sizes] {
+        assert_eq!(
+            read(mode, limit, stream, split, true),
+            read(mode, limit, stream, split, false),
+            "fused reading differs from framing then parsing"
+        );
     }
 
     // Length-style round trip of the stream bytes as one payload.

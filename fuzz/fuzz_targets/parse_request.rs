@@ -4,6 +4,8 @@
 //! Input layout: byte 0 picks the depth limit; the rest is the payload.
 //! Checks:
 //! - `parse_request` never panics (no stack overflow on deep input either);
+//! - `parse_request` (envelope fast path, then the general path) answers exactly
+//!   like the general path alone (`message::parse_general`);
 //! - a parsed request re-encoded as plain JSON parses to the same request;
 //! - the error response for any message and any `id` is valid JSON;
 //! - the hex rewrite never panics, leaves valid JSON unchanged (valid JSON has
@@ -12,6 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use pear_server_fuzz::protocol::message::parse_general;
 use pear_server_fuzz::protocol::{encode_error, parse_request, rewrite_hex_literals, ErrorCode};
 use serde_json::{json, Value};
 
@@ -53,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let depth = [1usize, 2, 4, 32, 128][d as usize % 5];
-    match parse_request(payload, depth) {
+    let parsed = parse_request(payload, depth);
+    assert_eq!(parsed, parse_general(payload, depth), "fast path differs");
+    match parsed {
         Ok(req) => {
             let mut obj = json!({"cmd": req.cmd, "request_data": req.request_data});
             if let Some(id) = &req.id {

@@ -4,7 +4,9 @@
 //! header), the per-message size limit and the response framing of each style.
 //! It is pure and incremental: it never reads sockets, never copies or owns the input
 //! buffer (the caller does), never rescans bytes it has already looked at, and never
-//! looks inside a message beyond counting braces.
+//! looks inside a message beyond counting braces. It can hand the start of a JSON message
+//! to [`super::reader`], whose envelope fast path then finds the end itself in the same
+//! pass that parses it ([`Framer::json_message_at`], [`Framer::message_read`]).
 
 use std::fmt;
 use std::ops::Range;
@@ -237,6 +239,45 @@ impl Framer {
                 Err(err)
             }
         }
+    }
+
+    /// Where the next message's bytes may lie, when it is a JSON object whose `{` is in
+    /// `buf` and nothing after that `{` has been scanned yet: `buf[range.start]` is the
+    /// `{` and `range.end` is where the size limit (or `buf`) ends. Leading whitespace is
+    /// skipped and, on a connection's first message, the style detected, as
+    /// [`Framer::next_frame`] would. `None` in every other case (a message partly scanned,
+    /// a length style, a failed stream, only whitespace so far, any byte but `{`); the
+    /// caller then uses `next_frame`, which also reports the errors.
+    ///
+    /// A caller that finds the message's end itself calls [`Framer::message_read`];
+    /// one that does not calls `next_frame`, which goes on from here without
+    /// rescanning, so a message costs at most one such look before the framer takes over.
+    pub(crate) fn json_message_at(&mut self, buf: &[u8]) -> Option<Range<usize>> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let State::Gap { pos } = self.state else {
+            return None;
+        };
+        let rest = buf.get(pos..)?;
+        let off = rest.iter().position(|&b| !is_ws(b))?;
+        if rest.get(off) != Some(&b'{') {
+            return None;
+        }
+        match self.framing {
+            Some(Framing::JsonStream) => {}
+            None if self.mode != FramingMode::Length => self.framing = Some(Framing::JsonStream),
+            _ => return None,
+        }
+        let at = pos + off;
+        self.state = State::Gap { pos: at };
+        Some(at..at.saturating_add(self.max_message).min(buf.len()))
+    }
+
+    /// The caller found the end of the message [`Framer::json_message_at`] pointed at
+    /// and drops the bytes up to it; the framer starts on the next message.
+    pub(crate) fn message_read(&mut self) {
+        self.state = self.message_start(0);
     }
 
     /// The state at the start of a message, at offset `at`, for the detected style.

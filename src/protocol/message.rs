@@ -109,12 +109,14 @@ fn check_depth(bytes: &[u8], limit: usize) -> Result<(), ParseError> {
     Ok(())
 }
 
-/// UTF-8 check, hex rewrite, JSON nesting-depth limit (checked before parsing, so deep
-/// input can't blow the stack), then `cmd` must be an integer and `request_data` a list
-/// or null (both keys required); extra keys are ignored and `id` is kept.
+/// The general path of [`crate::protocol::parse_request`], for any payload: UTF-8
+/// check, hex rewrite, JSON nesting-depth limit (checked before parsing, so deep input
+/// can't blow the stack), then `cmd` must be an integer and `request_data` a list or
+/// null (both keys required); extra keys are ignored and `id` is kept. Every error
+/// answer comes from here; the envelope fast path only ever gives what this gives.
 ///
 /// Note: a repeated key among `cmd`, `request_data` and `id` is rejected as not JSON.
-pub fn parse_request(payload: &[u8], max_depth: usize) -> Result<Request, BadRequest> {
+pub fn parse_general(payload: &[u8], max_depth: usize) -> Result<Request, BadRequest> {
     let text = std::str::from_utf8(payload).map_err(|_| ParseError::NotUtf8)?;
     let text = rewrite_hex_literals(text);
     check_depth(text.as_bytes(), max_depth)?;
@@ -327,7 +329,7 @@ mod tests {
     const DEPTH: usize = 32;
 
     fn parse(s: &str) -> Result<Request, BadRequest> {
-        parse_request(s.as_bytes(), DEPTH)
+        parse_general(s.as_bytes(), DEPTH)
     }
 
     fn err(s: &str) -> ParseError {
@@ -369,7 +371,7 @@ mod tests {
 
     #[test]
     fn not_utf8() {
-        let e = parse_request(b"{\"cmd\": 1, \"request_data\": [\"\xff\"]}", DEPTH).unwrap_err();
+        let e = parse_general(b"{\"cmd\": 1, \"request_data\": [\"\xff\"]}", DEPTH).unwrap_err();
         assert_eq!(e.error, ParseError::NotUtf8);
         assert_eq!(e.id, None);
     }

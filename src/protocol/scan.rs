@@ -1,4 +1,5 @@
-//! Byte-scanning helpers shared by the framer, the hex rewrite and the depth check.
+//! Byte-scanning helpers shared by the framer, the hex rewrite, the depth check and the
+//! envelope fast path.
 //!
 //! Owns only the search for the bytes that end a run of JSON string contents. It must
 //! never interpret JSON beyond that, and never index out of bounds.
@@ -11,7 +12,47 @@ const BACKSLASH: u64 = LO * b'\\' as u64;
 /// True when some byte of `word` is zero (exact as a yes/no answer).
 #[inline]
 fn has_zero_byte(word: u64) -> bool {
-    word.wrapping_sub(LO) & !word & HI != 0
+    has_byte_below(word, 1)
+}
+
+/// True when some byte of `word` is below `n` (exact as a yes/no answer for n <= 128).
+#[inline]
+fn has_byte_below(word: u64, n: u8) -> bool {
+    word.wrapping_sub(LO * u64::from(n)) & !word & HI != 0
+}
+
+/// A byte that ends a run of plain string contents: `"`, `\\` or a control byte
+/// (below 0x20, which JSON does not allow raw inside a string).
+#[inline]
+fn is_string_stop(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20
+}
+
+/// Offset of the first `"`, `\\` or control byte (below 0x20), eight bytes at a time.
+#[inline]
+pub(crate) fn find_string_stop(bytes: &[u8]) -> Option<usize> {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut base = 0;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        if has_zero_byte(word ^ QUOTE)
+            || has_zero_byte(word ^ BACKSLASH)
+            || has_byte_below(word, 0x20)
+        {
+            return chunk
+                .iter()
+                .position(|&b| is_string_stop(b))
+                .map(|off| base + off);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| is_string_stop(b))
+        .map(|off| base + off)
 }
 
 /// Offset (from the start of `bytes`) of the first `"` or `\`, eight bytes at a time.
@@ -77,12 +118,29 @@ mod tests {
         assert_eq!(skip_string(b"", 5), 0);
     }
 
+    #[test]
+    fn finds_first_string_stop() {
+        assert_eq!(find_string_stop(b""), None);
+        assert_eq!(find_string_stop(b"abcdefgh\x7f\xc3\xa4ijklmn"), None);
+        assert_eq!(find_string_stop(b"abcdefgh\x1f"), Some(8));
+        assert_eq!(find_string_stop(b"abc\0"), Some(3));
+        assert_eq!(find_string_stop(b"a b\\\""), Some(3));
+        assert_eq!(find_string_stop(b"\xff\x80\x20\x21\""), Some(4));
+    }
+
     proptest! {
         #[test]
         fn matches_bytewise_search(bytes in proptest::collection::vec(
             prop_oneof![any::<u8>(), Just(b'"'), Just(b'\\')], 0..64)) {
             let expected = bytes.iter().position(|&b| b == b'"' || b == b'\\');
             prop_assert_eq!(find_quote_or_backslash(&bytes), expected);
+        }
+
+        #[test]
+        fn string_stop_matches_bytewise_search(bytes in proptest::collection::vec(
+            prop_oneof![any::<u8>(), 0x1fu8..=0x21, Just(b'\\')], 0..64)) {
+            let expected = bytes.iter().position(|&b| is_string_stop(b));
+            prop_assert_eq!(find_string_stop(&bytes), expected);
         }
     }
 }

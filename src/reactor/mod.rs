@@ -37,7 +37,7 @@ use slab::Slab;
 
 use crate::completion::{Completion, Notifier, Responder, Ticket};
 use crate::metrics::METRICS;
-use crate::protocol::{parse_request, Command, ErrorCode, FramingMode, Item};
+use crate::protocol::{BadRequest, Command, ErrorCode, FramingMode, Item, Request};
 use crate::service::{Action, Service};
 pub use control::{ReactorOptions, StopHandle};
 pub use http::HttpBindError;
@@ -337,11 +337,10 @@ impl Reactor {
                 break;
             }
             let rest = input.get(start..).unwrap_or_default();
-            match peer.next_frame(rest) {
-                Ok(Some(frame)) => {
-                    let payload = start + frame.payload.start..start + frame.payload.end;
-                    start += frame.consumed;
-                    self.handle_request(key, input.get(payload).unwrap_or_default());
+            match peer.next_request(rest, self.limits.max_depth) {
+                Ok(Some(framed)) => {
+                    start += framed.frame.consumed;
+                    self.handle_request(key, framed.request);
                 }
                 Ok(None) => {
                     // Drop whitespace between messages now, so an idle
@@ -365,15 +364,15 @@ impl Reactor {
         }
     }
 
-    /// Parses one request, asks the service how to answer it, and either
+    /// Takes one parsed request (or why it is not one), asks the service how to answer it, and either
     /// answers at once or reserves the reply's place and lets the service
     /// start the work ([`Action::Later`]).
-    fn handle_request(&mut self, key: usize, payload: &[u8]) {
+    fn handle_request(&mut self, key: usize, parsed: Result<Request, BadRequest>) {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
         let started = self.now;
-        let request = match parse_request(payload, self.limits.max_depth) {
+        let request = match parsed {
             Ok(r) => r,
             Err(bad) => {
                 log::debug!("{}: bad request: {}", peer.addr(), bad.error);

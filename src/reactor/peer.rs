@@ -21,7 +21,7 @@ use super::replies::{Filled, ReplyQueue, KEEP_CAPACITY};
 use crate::completion::Part;
 use crate::inference::CancelSource;
 use crate::protocol::{
-    encode_error, encode_response, ErrorCode, Frame, FrameError, Framer, Framing, Item,
+    encode_error, encode_response, ErrorCode, FrameError, Framed, Framer, Framing, Item,
 };
 
 /// Where a peer is in its life.
@@ -193,9 +193,14 @@ impl Peer {
         }
     }
 
-    /// The next complete frame at the start of `buf` (see [`Framer::next_frame`]).
-    pub(crate) fn next_frame(&mut self, buf: &[u8]) -> Result<Option<Frame>, FrameError> {
-        self.framer.next_frame(buf)
+    /// The next complete request at the start of `buf`, framed and parsed (see
+    /// [`Framer::next_request`]).
+    pub(crate) fn next_request(
+        &mut self,
+        buf: &[u8],
+        max_depth: usize,
+    ) -> Result<Option<Framed>, FrameError> {
+        self.framer.next_request(buf, max_depth)
     }
 
     /// See [`Framer::discard_whitespace`].
