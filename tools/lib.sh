@@ -5,7 +5,8 @@
 #   scratch_dir pear-ab      # sets WORK; kills every pid in PIDS and removes WORK on exit
 #   server_config "$WORK/cfg.yaml"
 #
-# Owns only process cleanup and the config copy; it never starts anything itself.
+# Owns only process cleanup, the config copy and installing missing Debian packages; it
+# never starts anything itself.
 
 # scratch_dir PREFIX: a temp dir in WORK, and an exit trap that ends every process whose
 # pid the script appended to PIDS, then removes WORK.
@@ -26,4 +27,19 @@ _lib_cleanup() {
 server_config() {
     sed -e "s#\"\.\./#\"$ROOT/#g" -e "s#^\(  file:\).*#\1 \"$WORK/server.log\"#" \
         config/server_config.yaml >"$1"
+}
+
+# need COMMAND PACKAGE: installs the Debian PACKAGE when COMMAND is missing. On a fresh
+# machine the package lists may be empty or stale, so a failed install refreshes them
+# (apt-get update) and tries once more. Uses sudo when not root.
+need() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "installing $2 (for $1)" >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >/dev/null 2>&1 || {
+        $sudo apt-get update >/dev/null &&
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >/dev/null
+    }
+    command -v "$1" >/dev/null 2>&1
 }

@@ -2,8 +2,10 @@
 # tools/p1-callgrind.sh: user-space instructions per request on the P1 path, for
 # pear-server (0x22) and redis-server (PING), counted by valgrind's callgrind.
 #
-#   tools/p1-callgrind.sh [PEAR_BINARY] [REQUESTS] [CONNS]
+#   tools/p1-callgrind.sh [PEAR_BINARY] [REQUESTS] [CONNS] [PIPELINE]
 #
+# PIPELINE (default 1) is the number of requests each connection keeps outstanding,
+# for both servers.
 # Instruction counts do not depend on what else the machine is doing, so this is the
 # repeatable half of P1 (the other half, throughput, is tools/bench.sh and
 # tools/p1-ab.sh). pear-server: only the reactor thread's loop is counted
@@ -18,16 +20,17 @@ ROOT=$PWD
 PEAR=${1:-$ROOT/target/release/pear-server}
 N=${2:-20000}
 CONNS=${3:-64}
+DEPTH=${4:-1}
 BENCH=$ROOT/target/release/pear-bench
 PORT=${CG_PORT:-29190}
 REDIS_PORT=${CG_REDIS_PORT:-6398}
 PING='{"cmd": 0x22, "request_data": null}'
 
-command -v valgrind >/dev/null || apt-get install -y valgrind >/dev/null
-command -v redis-server >/dev/null || apt-get install -y redis-server >/dev/null
+. tools/lib.sh
+need valgrind valgrind
+need redis-server redis-server
 [ -x "$BENCH" ] && [ -x "$PEAR" ] || cargo build --release --bins >&2
 
-. tools/lib.sh
 scratch_dir pear-cg
 
 server_config "$WORK/cfg.yaml"
@@ -42,7 +45,7 @@ total() {
     echo $((all - ${ex:-0}))
 }
 run_bench() {
-    "$BENCH" --conns "$CONNS" --duration 600 --warmup 0 --max-requests "$N" "$@" 2>/dev/null |
+    "$BENCH" --conns "$CONNS" --pipeline "$DEPTH" --duration 600 --warmup 0 --max-requests "$N" "$@" 2>/dev/null |
         sed -n 's/.*"requests":\([0-9]*\).*/\1/p'
 }
 
@@ -74,6 +77,6 @@ done_redis=$(run_bench --redis --addr "127.0.0.1:$REDIS_PORT")
 callgrind_control -d "$VR" >/dev/null
 redis_ir=$(total "$(ls "$WORK"/redis.*.1 | head -n1)" ':serverCron ')
 
-awk -v p="$pear_ir" -v np="$done_pear" -v r="$redis_ir" -v nr="$done_redis" -v c="$CONNS" 'BEGIN {
-    printf "{\"conns\":%d,\"pear_requests\":%d,\"pear_instr_per_req\":%.0f,\"redis_requests\":%d,\"redis_instr_per_req\":%.0f,\"pear_over_redis\":%.2f}\n",
-        c, np, p / np, nr, r / nr, (p / np) / (r / nr) }'
+awk -v p="$pear_ir" -v np="$done_pear" -v r="$redis_ir" -v nr="$done_redis" -v c="$CONNS" -v d="$DEPTH" 'BEGIN {
+    printf "{\"conns\":%d,\"pipeline\":%d,\"pear_requests\":%d,\"pear_instr_per_req\":%.0f,\"redis_requests\":%d,\"redis_instr_per_req\":%.0f,\"pear_over_redis\":%.2f}\n",
+        c, d, np, p / np, nr, r / nr, (p / np) / (r / nr) }'
