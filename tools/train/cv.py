@@ -15,16 +15,63 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 
-def fit(X, Y, C, w=None):
+class MlpHead:
+    """A small MLP over the standardised features (hidden 256, ReLU), class-balanced
+    cross-entropy, weight decay 1/C scaled; full-batch Adam, fixed seed. Same interface
+    as the sklearn head: `classes_`, `predict_proba`."""
+
+    HIDDEN = 256
+
+    def __init__(self, C, epochs=300, seed=0):
+        self.C, self.epochs, self.seed = C, epochs, seed
+
+    def fit(self, X, Y, sample_weight=None):
+        import torch
+        torch.manual_seed(self.seed)
+        self.classes_ = np.unique(Y)
+        yi = np.searchsorted(self.classes_, Y)
+        counts = np.bincount(yi, minlength=len(self.classes_))
+        w = len(yi) / (len(self.classes_) * counts[yi])
+        if sample_weight is not None:
+            w = w * sample_weight
+        x = torch.from_numpy(X).float()
+        t = torch.from_numpy(yi).long()
+        wt = torch.from_numpy(w / w.mean()).float()
+        self.net = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(X.shape[1], self.HIDDEN),
+                                       torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                                       torch.nn.Linear(self.HIDDEN, len(self.classes_)))
+        opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.01 / self.C)
+        for _ in range(self.epochs):
+            opt.zero_grad()
+            loss = (torch.nn.functional.cross_entropy(self.net(x), t, reduction="none") * wt).mean()
+            loss.backward()
+            opt.step()
+        self.net.eval()
+        return self
+
+    def predict_proba(self, X):
+        import torch
+        with torch.no_grad():
+            return self.net(torch.from_numpy(np.asarray(X)).float()).softmax(1).numpy()
+
+
+def fit(X, Y, C, w=None, kind="linear"):
     mu, sd = X.mean(0), X.std(0) + 1e-6
-    clf = LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit((X - mu) / sd, Y, sample_weight=w)
+    if kind == "mlp":
+        clf = MlpHead(C).fit((X - mu) / sd, Y, sample_weight=w)
+    else:
+        clf = LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit((X - mu) / sd, Y, sample_weight=w)
     return clf, mu, sd
 
 
-def p_normal(model, x):
+def p_normal_all(model, X):
     clf, mu, sd = model
-    p = clf.predict_proba(((x - mu) / sd)[None])[0]
-    return p[list(clf.classes_).index(0)]
+    p = clf.predict_proba((X - mu) / sd)
+    return p[:, list(clf.classes_).index(0)]
+
+
+def p_normal(model, x):
+    return p_normal_all(model, x[None])[0]
 
 
 def training_set(F, exclude, mode, feats, use_paint, use_syn, syn_weight=1.0, real="real"):
@@ -44,7 +91,7 @@ def training_set(F, exclude, mode, feats, use_paint, use_syn, syn_weight=1.0, re
     return np.concatenate(Xs), np.concatenate(Ys), np.concatenate(Ws)
 
 
-def lofo(F, mode, feats, use_paint, use_syn, C, syn_weight=1.0, real="real", test="test"):
+def lofo(F, mode, feats, use_paint, use_syn, C, syn_weight=1.0, real="real", test="test", kind="linear"):
     """p(normal) of each dev photo from the fold that held its fruit out."""
     sl = slice(0, 1280) if feats == "avg" else slice(None)
     y, fruits = F["labels"], F["fruits"]
@@ -52,7 +99,7 @@ def lofo(F, mode, feats, use_paint, use_syn, C, syn_weight=1.0, real="real", tes
     for g in sorted(set(fruits)):
         held = np.nonzero(fruits == g)[0]
         X, Y, W = training_set(F, held, mode, feats, use_paint, use_syn, syn_weight, real)
-        model = fit(X, Y, C, W)
+        model = fit(X, Y, C, W, kind)
         for i in held:
             pn[i] = p_normal(model, F[f"{test}_{mode}"][i][sl])
     return pn

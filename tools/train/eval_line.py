@@ -101,7 +101,7 @@ def main():
     acc, rec, kept = figures(y, pn, NORMAL_THRESHOLD)
     acc5, rec5, kept5 = figures(y, pn, 0.5)
     # the same head on background-only frames (pear blacked out), nothing else in training
-    pbg = lofo(F, "w", RECIPE["feats"], False, False, RECIPE["C"], real="bg", test="bgtest")
+    pbg = lofo(F, "w", RECIPE["feats"], False, False, RECIPE["C"], real="bg", test="bgtest", kind=RECIPE["kind"])
     bacc, brec, bkept = figures(y, pbg, NORMAL_THRESHOLD)
     rep["lofo"] = {"normal_threshold": NORMAL_THRESHOLD, "normal_vs_defect": acc, "defect_recall": rec,
                    "normal_kept": kept, "at_0.5": [acc5, rec5, kept5],

@@ -25,6 +25,8 @@ from real import dev_photos, paint_defect, pear_box, pear_mask
 SIZE = 224
 MARGIN = 0.1
 SEED_SYN = 7100        # generated training scenes for the classifier
+SEED_VAL = 9400        # generated validation scenes (choosing the head's setting; never trained on)
+VAL_SIZE = (512, 384)  # the size eval_line.py's held-out scenes use (training renders 640x480)
 
 
 def crop_margin(img, box, margin=MARGIN, rng=None):
@@ -55,11 +57,20 @@ def views(img, box, rng):
     return np.asarray(whole), np.asarray(crop)
 
 
+VISIBLE = os.environ.get("VISIBLE_DEFECTS", "0") == "1"   # line_gen's visible_defects (an experiment)
+
+
 def _syn(i):
-    img, box, cls = make_line_scene(SEED_SYN, i)
+    img, box, cls = make_line_scene(SEED_SYN, i, visible_defects=VISIBLE)
     rng = np.random.default_rng([SEED_SYN, i, 1])
     w, c = views(img, box, rng)
     return w, c, cls
+
+
+def _val(i):
+    img, box, cls = make_line_scene(SEED_VAL, i, size=VAL_SIZE, visible_defects=VISIBLE)
+    _, c = views(img, box, None)
+    return c, cls
 
 
 def embed(model, arr):
@@ -78,6 +89,7 @@ def main():
     ap.add_argument("--synthetic", type=int, default=800)
     ap.add_argument("--views", type=int, default=16)
     ap.add_argument("--painted", type=int, default=12)
+    ap.add_argument("--val", type=int, default=0, help="generated validation scenes (seed SEED_VAL)")
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     photos = dev_photos()
@@ -110,6 +122,7 @@ def main():
             data["paint_w"].append(w); data["paint_c"].append(c); data["paint_i"].append(i); data["paint_y"].append(cls)
     with Pool(int(os.environ.get('PROCS', '2'))) as pool:
         syn = pool.map(_syn, range(a.synthetic), chunksize=8)
+        val = pool.map(_val, range(a.val), chunksize=8)
     model = load_lite0()
     out = {"labels": np.array([p[1] for p in photos]), "fruits": np.array([p[2] for p in photos]),
            "cameras": np.array([p[3] for p in photos]), "names": np.array([os.path.basename(p[0]) for p in photos])}
@@ -120,6 +133,9 @@ def main():
     out["syn_w"] = embed(model, np.stack([s[0] for s in syn]))
     out["syn_c"] = embed(model, np.stack([s[1] for s in syn]))
     out["syn_y"] = np.array([s[2] for s in syn])
+    if val:
+        out["val_c"] = embed(model, np.stack([v[0] for v in val]))
+        out["val_y"] = np.array([v[1] for v in val])
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     np.savez_compressed(a.out, **out)
     print("wrote", a.out, {k: v.shape for k, v in out.items()})

@@ -150,16 +150,24 @@ def _dimple(alb, hgt, xx, yy, c, s, depth, dark):
     return _blend(alb, dark, np.clip(core * 1.4, 0, 1)), hgt
 
 
-def _spots(rng, alb, inside, xx, yy, r, streaks):
+def _spots(rng, alb, inside, visible, xx, yy, r, streaks):
     """Class 1: a few small dark brown spots, often with dark streaks (scratch marks)."""
-    ys, xs = np.nonzero(inside)
+    ys, xs = np.nonzero(visible)
     m = Image.new("L", (alb.shape[1], alb.shape[0]), 0)
     dr = ImageDraw.Draw(m)
-    cx0 = xs[rng.integers(len(xs))]
-    cy0 = ys[rng.integers(len(xs))]
-    for _ in range(int(rng.integers(1, 6))):
-        x, y = cx0 + rng.normal(0, r * 0.25), cy0 + rng.normal(0, r * 0.25)
-        s = r * rng.uniform(0.025, 0.08)
+    if visible is inside:
+        # the shipped models' scenes: the cluster may fall under the holder or outside
+        # the frame, and one spot alone can pass for the stem cavity
+        cx0 = xs[rng.integers(len(xs))]
+        cy0 = ys[rng.integers(len(xs))]
+        n, spread, smin = int(rng.integers(1, 6)), 0.25, 0.025
+    else:
+        i0 = rng.integers(len(xs))
+        cx0, cy0 = xs[i0], ys[i0]
+        n, spread, smin = int(rng.integers(2, 7)), 0.15, 0.03
+    for _ in range(n):
+        x, y = cx0 + rng.normal(0, r * spread), cy0 + rng.normal(0, r * spread)
+        s = r * rng.uniform(smin, 0.08)
         dr.ellipse([x - s, y - s * rng.uniform(0.5, 1.0), x + s, y + s], fill=int(rng.integers(180, 256)))
     if streaks:
         a = rng.uniform(0, np.pi)
@@ -174,9 +182,9 @@ def _spots(rng, alb, inside, xx, yy, r, streaks):
     return _blend(alb, col, alpha * rng.uniform(0.75, 0.95))
 
 
-def _scab(rng, alb, inside, xx, yy, r):
+def _scab(rng, alb, inside, visible, xx, yy, r):
     """Class 4: rough patches: grey-brown crust with whitish flecks and dark pits."""
-    ys, xs = np.nonzero(inside)
+    ys, xs = np.nonzero(visible)
     H, W = inside.shape
     out = alb
     for _ in range(int(rng.integers(1, 4))):
@@ -194,9 +202,9 @@ def _scab(rng, alb, inside, xx, yy, r):
     return out
 
 
-def _dents(rng, alb, hgt, inside, xx, yy, r):
+def _dents(rng, alb, hgt, inside, visible, xx, yy, r):
     """Class 6: pits in the height field (dark crescents under top light) and soft bruises."""
-    ys, xs = np.nonzero(inside)
+    ys, xs = np.nonzero(visible)
     for _ in range(int(rng.integers(1, 4))):
         i = rng.integers(len(xs))
         s = r * rng.uniform(0.12, 0.3)
@@ -212,8 +220,21 @@ def _dents(rng, alb, hgt, inside, xx, yy, r):
     return alb, hgt
 
 
-def render_line_pear(rng, W, H, cx, cy, r, cls):
-    """RGBA float arrays (rgb HxWx3, alpha HxW) of the pear at (cx, cy), radius r."""
+def _defect_area(inside, xx, yy, cy, r):
+    """Where a defect's centre may go so that the label stays true: on the pear, above
+    the holder (which covers the pear's lower part from cy + 0.2 r down, teeth included)
+    and away from the frame edge (the camera would not show it). Falls back to the
+    whole pear when that leaves too little."""
+    H, W = inside.shape
+    m = inside.astype(bool) & (yy < cy + 0.15 * r)
+    m &= (xx > 0.06 * W) & (xx < 0.94 * W) & (yy > 0.06 * H) & (yy < 0.94 * H)
+    return m if m.sum() > 0.02 * inside.sum() else inside.astype(bool)
+
+
+def render_line_pear(rng, W, H, cx, cy, r, cls, visible_defects=False):
+    """RGBA float arrays (rgb HxWx3, alpha HxW) of the pear at (cx, cy), radius r.
+    `visible_defects` keeps every defect where the camera sees it (`_defect_area`);
+    off, the scenes the shipped classifier was trained and judged on."""
     d, xx, yy = _pear_shape(rng, H, W, cx, cy, r, lumpy=(cls == 6 and rng.random() < 0.8))
     inside = (d < -r * 0.08).astype(np.float32)
     base = _jitter_color(rng, PALETTES[int(rng.integers(len(PALETTES)))], 0.06)
@@ -242,12 +263,14 @@ def render_line_pear(rng, W, H, cx, cy, r, cls):
         c = (cx + rr * math.cos(ang), cy + rr * math.sin(ang))
         alb, hgt = _dimple(alb, hgt, xx, yy, c, r * rng.uniform(0.08, 0.16), r * rng.uniform(0.05, 0.15),
                            _jitter_color(rng, (0.35, 0.22, 0.08), 0.2))
-    if cls == 1:
-        alb = _spots(rng, alb, inside, xx, yy, r, streaks=rng.random() < 0.5)
-    elif cls == 4:
-        alb = _scab(rng, alb, inside, xx, yy, r)
-    elif cls == 6:
-        alb, hgt = _dents(rng, alb, hgt, inside, xx, yy, r)
+    if cls in (1, 4, 6):
+        visible = _defect_area(inside, xx, yy, cy, r) if visible_defects else inside
+        if cls == 1:
+            alb = _spots(rng, alb, inside, visible, xx, yy, r, streaks=rng.random() < 0.5)
+        elif cls == 4:
+            alb = _scab(rng, alb, inside, visible, xx, yy, r)
+        else:
+            alb, hgt = _dents(rng, alb, hgt, inside, visible, xx, yy, r)
     # shading: soft light from above and in front, a broad highlight
     gy, gx = np.gradient(hgt)
     nrm = np.stack([-gx, -gy, np.ones_like(gx)], -1)
@@ -269,7 +292,7 @@ def render_line_pear(rng, W, H, cx, cy, r, cls):
 # scenes
 
 
-def make_line_scene(seed, index, cls=None, empty=False, size=(BASE_W, BASE_H), jpeg=True):
+def make_line_scene(seed, index, cls=None, empty=False, size=(BASE_W, BASE_H), jpeg=True, visible_defects=False):
     """Scene `index` of stream `seed`: (PIL RGB image, box [x1,y1,x2,y2] or None, cls).
 
     cls defaults to LINE_CLASSES[index % 4]; `empty` draws the belt without a pear (cls -1).
@@ -291,7 +314,7 @@ def make_line_scene(seed, index, cls=None, empty=False, size=(BASE_W, BASE_H), j
         r = min(r, H * 0.62)
         cx = W / 2 + rng.normal(0, 0.12) * W
         cy = H / 2 + rng.normal(0.05, 0.12) * H
-        rgb, alpha = render_line_pear(rng, W, H, cx, cy, r, cls)
+        rgb, alpha = render_line_pear(rng, W, H, cx, cy, r, cls, visible_defects)
         # the pear's cast shadow on the holder/belt below
         sh = np.roll(alpha, int(r * 0.08), axis=0)
         arr = np.asarray(img, np.float32) / 255.0

@@ -73,12 +73,12 @@ def paint_defect(img: Image.Image, mask: np.ndarray, cls: int, rng) -> Image.Ima
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     alb = np.asarray(img.convert("RGB"), np.float32) / 255.0
     if cls == 1:
-        alb = _spots(rng, alb, inside, xx, yy, r, streaks=rng.random() < 0.5)
+        alb = _spots(rng, alb, inside, inside, xx, yy, r, streaks=rng.random() < 0.5)
     elif cls == 4:
-        alb = _scab(rng, alb, inside, xx, yy, r)
+        alb = _scab(rng, alb, inside, inside, xx, yy, r)
     else:
         hgt = np.zeros((H, W), np.float32)
-        alb, hgt = _dents(rng, alb, hgt, inside, xx, yy, r)
+        alb, hgt = _dents(rng, alb, hgt, inside, inside, xx, yy, r)
         gy, gx = np.gradient(hgt)
         # top light: a slope facing down darkens, facing up brightens
         shade = np.clip(1 + 3.0 * gy * inside + 1.0 * gx * inside * rng.normal(0, 0.5), 0.45, 1.3)

@@ -25,7 +25,36 @@ from lite0 import MEAN, STD, load_lite0
 from nets import _set_meta
 
 NAMES = ["normal", "dark_spot", "bruise", "cut", "scab", "insect_hole", "dent", "mold"]
-RECIPE = dict(mode="c", feats="avgmax", use_paint=True, use_syn=True, C=0.05)
+RECIPE = dict(mode="c", feats="avgmax", use_paint=True, use_syn=True, C=0.05, kind="linear")
+
+
+def _linear(W, b):
+    fc = nn.Linear(W.shape[1], W.shape[0])
+    with torch.no_grad():
+        fc.weight.copy_(torch.from_numpy(np.asarray(W, np.float32)))
+        fc.bias.copy_(torch.from_numpy(np.asarray(b, np.float32)))
+    return fc
+
+
+def head_module(clf, mu, sd):
+    """The fitted head as torch layers over the raw pooled features: the standardisation
+    is folded into the first linear layer; the fitted classes land on their rows of the
+    8-output layout, the others get a fixed -30."""
+    if hasattr(clf, "net"):  # cv.MlpHead: Dropout, Linear, ReLU, Dropout, Linear
+        l1, l2 = clf.net[1], clf.net[4]
+        W1 = l1.weight.detach().numpy() / sd
+        b1 = l1.bias.detach().numpy() - (l1.weight.detach().numpy() * (mu / sd)).sum(1)
+        W2, b2 = l2.weight.detach().numpy(), l2.bias.detach().numpy()
+    else:
+        W1 = b1 = None
+        W2 = clf.coef_ / sd
+        b2 = clf.intercept_ - (clf.coef_ * (mu / sd)).sum(1)
+    W = np.zeros((8, W2.shape[1]), np.float32)
+    b = np.full(8, -30.0, np.float32)
+    for row, c in enumerate(clf.classes_):
+        W[c], b[c] = W2[row], b2[row]
+    last = _linear(W, b)
+    return last if W1 is None else nn.Sequential(_linear(W1, b1), nn.ReLU(), last)
 
 
 class LineClassifier(nn.Module):
@@ -34,17 +63,7 @@ class LineClassifier(nn.Module):
         lite = load_lite0()
         lite.reset_classifier(0)
         self.backbone = lite
-        W = np.zeros((8, len(mu)), np.float32)
-        b = np.full(8, -30.0, np.float32)
-        coef, icpt = clf.coef_, clf.intercept_
-        for row, c in enumerate(clf.classes_):
-            # standardisation folded into the linear layer
-            W[c] = coef[row] / sd
-            b[c] = icpt[row] - float(np.sum(coef[row] * mu / sd))
-        self.fc = nn.Linear(len(mu), 8)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.from_numpy(W))
-            self.fc.bias.copy_(torch.from_numpy(b))
+        self.fc = head_module(clf, mu, sd)
 
     def forward(self, x):
         f = self.backbone.forward_features(x)
@@ -57,8 +76,8 @@ def main():
     ap.add_argument("--onnx", default="../../models/pear_classifier.onnx")
     a = ap.parse_args()
     F = dict(np.load(a.feats))
-    X, Y, Wt = training_set(F, exclude=[], **{k: v for k, v in RECIPE.items() if k != "C"})
-    clf, mu, sd = fit(X, Y, RECIPE["C"], Wt)
+    X, Y, Wt = training_set(F, exclude=[], **{k: v for k, v in RECIPE.items() if k not in ("C", "kind")})
+    clf, mu, sd = fit(X, Y, RECIPE["C"], Wt, RECIPE["kind"])
     model = LineClassifier(clf, mu, sd).eval()
     # the exported network must reproduce the fitted head on the cached features
     with torch.no_grad():

@@ -1,0 +1,36 @@
+"""Choose the classifier head's setting: for each head (linear logistic regression, or a
+small MLP) and its regularisation, the leave-one-fruit-out figures on the dev photos
+(cv.py) and normal-vs-defect on generated validation scenes (features.py --val, seed
+SEED_VAL, never the seed eval_line.py reports, never trained on).
+
+    VISIBLE_DEFECTS=1 python features.py --out runs/feats3.npz --synthetic 3000 --val 400
+    python sweep_head.py runs/feats3.npz
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from cv import figures, fit, lofo, p_normal_all, training_set
+
+
+def val_nvd(F, head, th=0.5):
+    X, Y, W = training_set(F, [], "c", "avgmax", True, True, head.get("syn_weight", 1.0))
+    model = fit(X, Y, head["C"], W, kind=head.get("kind", "linear"))
+    pn = p_normal_all(model, F["val_c"])
+    return float(np.mean((pn < th) == (F["val_y"] != 0)))
+
+
+HEADS = [dict(kind="linear", C=C) for C in (0.05, 0.2, 1.0)] + \
+        [dict(kind="linear", C=0.05, syn_weight=w) for w in (0.3, 0.1)] + \
+        [dict(kind="mlp", C=C) for C in (0.05, 0.2, 1.0)]
+
+if __name__ == "__main__":
+    F = dict(np.load(sys.argv[1]))
+    y = F["labels"]
+    for head in HEADS:
+        pn = lofo(F, "c", "avgmax", True, True, head["C"], syn_weight=head.get("syn_weight", 1.0), kind=head["kind"])
+        a, r, k = figures(y, pn, 0.5)
+        print(f"{head}: lofo nvd {a:.2f} rec {r:.2f} kept {k:.2f} | val nvd {val_nvd(F, head):.3f} | "
+              f"pn={np.round(pn, 2)}", flush=True)
