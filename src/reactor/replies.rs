@@ -50,6 +50,8 @@ pub(crate) struct ReplyQueue {
     /// Framed replies not yet written; `output[written..]` is pending.
     output: Vec<u8>,
     written: usize,
+    /// Capacity of the framed replies waiting in `replies` behind a waiting one.
+    ready_bytes: usize,
 }
 
 impl ReplyQueue {
@@ -60,6 +62,13 @@ impl ReplyQueue {
 
     pub(crate) fn pending_output(&self) -> usize {
         self.output.len() - self.written
+    }
+
+    /// Bytes of memory this queue holds for output: the output buffer's
+    /// capacity and the framed replies waiting behind an unanswered one. What
+    /// the reactor counts against `server.max_buffered_bytes`.
+    pub(crate) fn buffered(&self) -> usize {
+        self.output.capacity() + self.ready_bytes
     }
 
     /// Nothing owed and nothing left to write.
@@ -78,6 +87,7 @@ impl ReplyQueue {
         } else {
             let mut framed = Vec::with_capacity(128);
             encode_frame_with(framing, &mut framed, encode);
+            self.ready_bytes += framed.capacity();
             self.replies.push_back(Reply::Ready(framed));
         }
     }
@@ -136,6 +146,7 @@ impl ReplyQueue {
         encode_frame_with(framing, &mut framed, |out| {
             encode_response(*cmd, &done, id.as_ref(), out)
         });
+        self.ready_bytes += framed.capacity();
         *reply = Reply::Ready(framed);
         Filled::Ready {
             items: done,
@@ -149,6 +160,7 @@ impl ReplyQueue {
         let mut moved = false;
         while let Some(Reply::Ready(_)) = self.replies.front() {
             if let Some(Reply::Ready(bytes)) = self.replies.pop_front() {
+                self.ready_bytes -= bytes.capacity();
                 self.reset_if_written();
                 self.output.extend_from_slice(&bytes);
                 self.first_seq += 1;
