@@ -724,6 +724,22 @@ ERROR_CODE:
     }
 
     #[test]
+    fn buffered_budget_holds_a_message_per_reactor() {
+        let c = parse("").unwrap();
+        assert_eq!(c.server.max_buffered_bytes, DEFAULT_MAX_BUFFERED_BYTES);
+        parse(
+            "server:\n  max_buffered_bytes: 2097152\n  max_message_bytes: 1048576\n  reactors: 2\n",
+        )
+        .unwrap();
+        let err = parse(
+            "server:\n  max_buffered_bytes: 2097151\n  max_message_bytes: 1048576\n  reactors: 2\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("server.max_buffered_bytes:"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_warn() {
         let loaded = Config::from_yaml("server:\n  portt: 1\nextra: 2\n", Path::new("/")).unwrap();
         assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);

@@ -310,6 +310,25 @@ mod tests {
     }
 
     #[test]
+    fn buffered_counts_replies_waiting_their_turn_until_written() {
+        let mut q = ReplyQueue::default();
+        assert_eq!(q.buffered(), 0);
+        let first = q.reserve(2, None, 1);
+        now(&mut q, "{\"later\":1}");
+        // Framed and waiting behind `first`: counted, though not in the output.
+        assert_eq!(q.pending_output(), 0);
+        let waiting = q.buffered();
+        assert!(waiting >= "{\"later\":1}\n".len(), "{waiting}");
+        q.fill(LINES, first, Part::Whole(vec![named("a")]));
+        // Both moved into the output buffer: only its capacity is counted.
+        assert_eq!(q.buffered(), q.output.capacity());
+        let text = drain(&mut q);
+        assert_eq!(file_names(&text), ["a"]);
+        assert!(text.ends_with("{\"later\":1}\n"), "{text}");
+        assert!(q.buffered() <= KEEP_CAPACITY);
+    }
+
+    #[test]
     fn a_short_writer_keeps_the_rest_pending() {
         struct Short(Vec<u8>);
         impl Write for Short {
