@@ -81,6 +81,10 @@ pub struct ServerSection {
     pub max_inflight_per_connection: usize,
     /// Pending reply bytes per connection before reading pauses.
     pub max_output_bytes: usize,
+    /// Input and output buffer bytes over all connections together (the
+    /// memory budget); past it reading pauses server-wide and a message that
+    /// cannot fit is answered code 5. Split evenly between the reactors.
+    pub max_buffered_bytes: usize,
     /// auto | json | length.
     pub framing: FramingMode,
     /// Seconds to finish in-flight work after SIGINT/SIGTERM.
@@ -108,6 +112,7 @@ impl Default for ServerSection {
             idle_timeout_secs: 300,
             max_inflight_per_connection: 32,
             max_output_bytes: 1 << 20,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             framing: FramingMode::Auto,
             shutdown_grace_secs: 10,
             reactors: 1,
@@ -115,6 +120,16 @@ impl Default for ServerSection {
         }
     }
 }
+
+/// Default of `server.max_buffered_bytes`: 256 MiB. Ordinary traffic holds far
+/// less (a line PC's 0x01 is a few KiB; a connection between requests keeps at
+/// most 4 KiB of input and 4 KiB of output buffer, so even 16,000 such
+/// connections stay under half of it), and it still takes 256 messages of the
+/// 1 MiB `max_message_bytes` at once. Without a budget the worst case is
+/// `connection_limit` x (`max_message_bytes` + `max_output_bytes`), 128 GiB with
+/// the defaults; with it the process stays near its working set (about 360 MiB
+/// RSS in the soak) plus 256 MiB and the documented slack: inside 1 GiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
 
 /// Default of `model.normal_threshold`: a pear is answered normal only when the
 /// classifier gives p(normal) at least this. The one place to change it (the
@@ -373,6 +388,18 @@ impl Config {
             1024,
             1 << 30,
         )?;
+        // Each reactor gets an equal share; a share smaller than one message
+        // could never take in a message of the size the server accepts.
+        let least = s.max_message_bytes.saturating_mul(s.reactors);
+        if s.max_buffered_bytes < least {
+            return Err(invalid(
+                "server.max_buffered_bytes",
+                format!(
+                    "expected at least server.max_message_bytes x server.reactors ({least}), got {}",
+                    s.max_buffered_bytes
+                ),
+            ));
+        }
 
         let m = &self.model;
         if !(0.0..=1.0).contains(&m.confidence_threshold) {
@@ -694,6 +721,22 @@ ERROR_CODE:
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         loaded.config.validate().unwrap();
         assert_eq!(loaded.config.model.no_pear_result, 0);
+    }
+
+    #[test]
+    fn buffered_budget_holds_a_message_per_reactor() {
+        let c = parse("").unwrap();
+        assert_eq!(c.server.max_buffered_bytes, DEFAULT_MAX_BUFFERED_BYTES);
+        parse(
+            "server:\n  max_buffered_bytes: 2097152\n  max_message_bytes: 1048576\n  reactors: 2\n",
+        )
+        .unwrap();
+        let err = parse(
+            "server:\n  max_buffered_bytes: 2097151\n  max_message_bytes: 1048576\n  reactors: 2\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("server.max_buffered_bytes:"), "{err}");
     }
 
     #[test]

@@ -97,6 +97,14 @@ pub struct Metrics {
     items: [[AtomicU64; CODE_SLOTS]; CMD_SLOTS],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Buffer bytes held by all connections (every reactor adds and subtracts).
+    buffered: AtomicU64,
+    /// The highest `buffered` seen since start.
+    buffered_peak: AtomicU64,
+    /// `server.max_buffered_bytes`.
+    buffered_budget: AtomicU64,
+    budget_waits: AtomicU64,
+    budget_refusals: AtomicU64,
     http_requests: AtomicU64,
     request_latency: AtomicHistogram<16>,
     inference_latency: AtomicHistogram<16>,
@@ -113,6 +121,11 @@ pub static METRICS: Metrics = Metrics {
     items: [const { [const { AtomicU64::new(0) }; CODE_SLOTS] }; CMD_SLOTS],
     bytes_in: AtomicU64::new(0),
     bytes_out: AtomicU64::new(0),
+    buffered: AtomicU64::new(0),
+    buffered_peak: AtomicU64::new(0),
+    buffered_budget: AtomicU64::new(0),
+    budget_waits: AtomicU64::new(0),
+    budget_refusals: AtomicU64::new(0),
     http_requests: AtomicU64::new(0),
     request_latency: AtomicHistogram::new(LATENCY_BOUNDS, 1e9),
     inference_latency: AtomicHistogram::new(LATENCY_BOUNDS, 1e9),
@@ -209,6 +222,39 @@ impl Metrics {
         }
     }
 
+    /// A reactor's buffers went from `before` to `after` bytes (called only
+    /// when they changed): moves the process-wide figure and its peak.
+    #[inline]
+    pub fn buffered_changed(&self, before: usize, after: usize) {
+        if after > before {
+            let grew = (after - before) as u64;
+            let now = self.buffered.fetch_add(grew, Ordering::Relaxed) + grew;
+            self.buffered_peak.fetch_max(now, Ordering::Relaxed);
+        } else {
+            let shrank = (before - after) as u64;
+            self.buffered.fetch_sub(shrank, Ordering::Relaxed);
+        }
+    }
+
+    /// Buffer bytes held by all connections now.
+    pub fn buffered(&self) -> u64 {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    pub fn set_buffered_budget(&self, bytes: usize) {
+        self.buffered_budget.store(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A connection stopped reading to wait for the memory budget.
+    pub fn budget_wait(&self) {
+        self.budget_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A partial message was refused (code 5) for the memory budget.
+    pub fn budget_refusal(&self) {
+        self.budget_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn http_request(&self) {
         self.http_requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -241,6 +287,11 @@ pub struct Snapshot {
     items: Vec<(usize, usize, u64)>,
     bytes_in: u64,
     bytes_out: u64,
+    buffered: u64,
+    buffered_peak: u64,
+    buffered_budget: u64,
+    budget_waits: u64,
+    budget_refusals: u64,
     http_requests: u64,
     request_latency: HistogramSnapshot,
     inference_latency: HistogramSnapshot,
@@ -277,6 +328,11 @@ impl Snapshot {
             items: nonzero(&m.items),
             bytes_in: m.bytes_in.load(Ordering::Relaxed),
             bytes_out: m.bytes_out.load(Ordering::Relaxed),
+            buffered: m.buffered.load(Ordering::Relaxed),
+            buffered_peak: m.buffered_peak.load(Ordering::Relaxed),
+            buffered_budget: m.buffered_budget.load(Ordering::Relaxed),
+            budget_waits: m.budget_waits.load(Ordering::Relaxed),
+            budget_refusals: m.budget_refusals.load(Ordering::Relaxed),
             http_requests: m.http_requests.load(Ordering::Relaxed),
             request_latency: m.request_latency.snapshot(),
             inference_latency: m.inference_latency.snapshot(),
@@ -393,6 +449,36 @@ impl Collector for Snapshot {
             "sent_bytes",
             "Bytes written to clients",
             self.bytes_out,
+        )?;
+        gauge(
+            &mut e,
+            "buffered_bytes",
+            "Input and output buffer bytes held by all client connections",
+            self.buffered as i64,
+        )?;
+        gauge(
+            &mut e,
+            "buffered_bytes_peak",
+            "Highest buffered_bytes since start",
+            self.buffered_peak as i64,
+        )?;
+        gauge(
+            &mut e,
+            "buffered_bytes_budget",
+            "server.max_buffered_bytes: past it reading pauses and partial messages may get code 5",
+            self.buffered_budget as i64,
+        )?;
+        counter(
+            &mut e,
+            "budget_waits",
+            "Times a connection stopped reading to wait for the memory budget",
+            self.budget_waits,
+        )?;
+        counter(
+            &mut e,
+            "budget_refusals",
+            "Partial messages answered code 5 because the memory budget had no room",
+            self.budget_refusals,
         )?;
         counter(
             &mut e,

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{first_code, Client, TestServer};
+use common::{first_code, http_get, Client, TestServer};
 
 #[test]
 fn two_reactors_answer_200_connections_and_count_them() {
@@ -191,45 +191,13 @@ fn sighup_reopens_the_log_file() {
     drop(c);
 }
 
-/// Waits for the server's log line naming the metrics address.
-fn metrics_addr(server: &TestServer) -> std::net::SocketAddr {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = server.stderr();
-        if let Some(rest) = log.split("metrics and health on http://").nth(1) {
-            let addr = rest.split('/').next().unwrap_or_default();
-            return addr.parse().expect("metrics address");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no metrics line: {log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One HTTP/1.1 GET over a real socket; returns (status, body).
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text)
-        .expect("server closes after the answer");
-    let status = text[9..12].parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    assert!(text.contains("Connection: close"), "{text}");
-    (status, body)
-}
-
 #[test]
 fn metrics_and_health_over_http() {
     let server = TestServer::start(&[
         ("metrics.listen", "\"127.0.0.1:0\""),
         ("server.reactors", "2"),
     ]);
-    let maddr = metrics_addr(&server);
+    let maddr = server.metrics_addr();
     assert_eq!(http_get(maddr, "/healthz"), (200, "ok\n".to_owned()));
     assert_eq!(http_get(maddr, "/readyz"), (200, "ready\n".to_owned()));
     assert_eq!(http_get(maddr, "/nope").0, 404);
@@ -278,7 +246,7 @@ fn metrics_and_health_over_http() {
 fn http_head_over_8k_is_refused() {
     use std::io::{Read, Write};
     let server = TestServer::start(&[("metrics.listen", "\"127.0.0.1:0\"")]);
-    let maddr = metrics_addr(&server);
+    let maddr = server.metrics_addr();
     let mut s = std::net::TcpStream::connect(maddr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let big = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
@@ -290,8 +258,13 @@ fn http_head_over_8k_is_refused() {
 
 #[test]
 fn readyz_is_503_while_draining() {
-    let mut server = TestServer::start(&[("metrics.listen", "\"127.0.0.1:0\"")]);
-    let maddr = metrics_addr(&server);
+    // A grace far above the ~8 s the 200 files take, so a loaded machine
+    // cannot end the drain before the owed replies are written.
+    let mut server = TestServer::start(&[
+        ("metrics.listen", "\"127.0.0.1:0\""),
+        ("server.shutdown_grace_secs", "120"),
+    ]);
+    let maddr = server.metrics_addr();
     // Enough queued classification that draining takes a while.
     let names = vec!["\"normal_01.jpg\""; 100].join(",");
     let mut c = server.client();

@@ -66,10 +66,17 @@ struct Limits {
     max_output: usize,
     idle_timeout: Option<Duration>,
     shutdown_grace: Duration,
+    /// This reactor's share of `server.max_buffered_bytes`: no peer reads
+    /// while the buffers hold this much.
+    budget: usize,
+    /// A peer in the middle of a message reads only below this (7/8 of the
+    /// budget), so the last eighth stays free for new, small requests.
+    partial_budget: usize,
 }
 
 impl Limits {
     fn of(cfg: &crate::config::Config) -> Limits {
+        let share = cfg.server.max_buffered_bytes / cfg.server.reactors.max(1);
         Limits {
             framing: cfg.server.framing,
             connection_limit: cfg.server.connection_limit,
@@ -79,6 +86,8 @@ impl Limits {
             max_output: cfg.server.max_output_bytes,
             idle_timeout: cfg.idle_timeout(),
             shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_secs),
+            budget: share,
+            partial_budget: share - share / 8,
         }
     }
 }
@@ -126,6 +135,15 @@ pub struct Reactor {
     drain_deadline: Option<Instant>,
     /// Connections closed since the drain began (logged once, as a summary).
     closed_in_drain: usize,
+    /// Bytes held in all peers' buffers (the sum of [`Peer::buffered`]), kept
+    /// up to date at the four places buffers change: `drive`, `deliver`,
+    /// `flush_peer` and release.
+    buffered: usize,
+    /// Peers waiting for the memory budget, in the order they started to
+    /// wait (slab key and generation: a slot may be reused meanwhile).
+    budget_queue: VecDeque<(usize, u64)>,
+    /// Bytes of partial messages held by the peers in `budget_queue`.
+    budget_held: usize,
     /// Connection-limit rejections and accept's fd exhaustion can repeat many
     /// times a second; each is logged at most once a second, with a count.
     reject_log: accept::LogLimiter,
@@ -178,6 +196,7 @@ impl Reactor {
             _ => None,
         };
         let limits = Limits::of(cfg);
+        METRICS.set_buffered_budget(cfg.server.max_buffered_bytes);
         let scratch = vec![0u8; cfg.server.buffer_size.max(16 * 1024)];
         let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reactor = Reactor {
@@ -202,6 +221,9 @@ impl Reactor {
             next_sweep: Instant::now() + SWEEP_EVERY,
             drain_deadline: None,
             closed_in_drain: 0,
+            buffered: 0,
+            budget_queue: VecDeque::new(),
+            budget_held: 0,
             reject_log: accept::LogLimiter::default(),
             fd_exhaustion_log: accept::LogLimiter::default(),
         };
@@ -224,6 +246,7 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         loop {
             self.flush_dirty();
+            self.admit_budget_waiters();
             if let Some(deadline) = self.drain_deadline {
                 if self.peers.is_empty() {
                     log::info!(
@@ -298,11 +321,14 @@ impl Reactor {
     /// dispatches buffered requests and reads more while allowed. The peer is
     /// then flushed (and released if it is done) before the reactor sleeps.
     fn drive(&mut self, key: usize) {
+        let Some(before) = self.peers.get(key).map(Peer::buffered) else {
+            return;
+        };
         let mut reads = 0;
         loop {
             self.dispatch_buffered(key);
             let Some(peer) = self.peers.get_mut(key) else {
-                return;
+                break;
             };
             if !peer.wants_input(self.limits.max_in_flight, self.limits.max_output)
                 || !peer.readable()
@@ -313,6 +339,17 @@ impl Reactor {
                 self.resume.push_back(key);
                 break;
             }
+            // The budget check: two comparisons per read while nobody waits.
+            let held = self
+                .buffered
+                .wrapping_add(peer.buffered())
+                .wrapping_sub(before);
+            if (held >= self.limits.partial_budget || !self.budget_queue.is_empty())
+                && must_wait(&self.limits, self.budget_queue.is_empty(), peer, held)
+            {
+                self.wait_for_budget(key);
+                break;
+            }
             reads += 1;
             match peer.read_some(&mut self.scratch, self.now) {
                 ReadOutcome::Data(n) => METRICS.bytes_in(n),
@@ -320,7 +357,83 @@ impl Reactor {
                 ReadOutcome::WouldBlock | ReadOutcome::Failed => break,
             }
         }
+        if let Some(peer) = self.peers.get_mut(key) {
+            peer.set_budget_turn(false);
+            let after = peer.buffered();
+            self.account(before, after);
+        }
         self.mark_dirty(key);
+    }
+
+    /// Moves this reactor's buffered-bytes figure (and the process-wide gauge)
+    /// from one peer's `before` to its `after`.
+    #[inline]
+    fn account(&mut self, before: usize, after: usize) {
+        if before != after {
+            self.buffered = self.buffered.wrapping_add(after).wrapping_sub(before);
+            METRICS.buffered_changed(before, after);
+        }
+    }
+
+    /// The peer wants to read but the buffers hold the budget. It waits in
+    /// the budget queue (first come, first resumed) unless it holds a partial
+    /// message and the waiting peers' partial messages already hold half the
+    /// budget: then the message is refused with code 5 and its bytes freed.
+    /// Without that cap, peers each holding part of a message could fill the
+    /// budget and wait for each other forever; with it, at least half the
+    /// budget is held by what frees itself (replies being written, requests
+    /// being worked on), so the queue always moves.
+    fn wait_for_budget(&mut self, key: usize) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        if peer.budget_hold().is_some() {
+            return; // Already queued (woken by an event before its turn).
+        }
+        let partial = peer.partial_message();
+        if partial > 0 && self.budget_held + partial > self.limits.budget / 2 {
+            log::debug!(
+                "{}: memory budget reached; refusing a {partial}-byte partial message",
+                peer.addr()
+            );
+            peer.refuse_for_budget();
+            METRICS.reply(None, ErrorCode::Busy, &[], self.now);
+            METRICS.budget_refusal();
+            return;
+        }
+        peer.set_budget_hold(Some(partial));
+        self.budget_held += partial;
+        self.budget_queue.push_back((key, peer.generation()));
+        METRICS.budget_wait();
+    }
+
+    /// Resumes waiting peers, oldest first, while the buffers have room: about
+    /// one peer per read's worth of room, so each resumed peer gets to read;
+    /// one that finds the budget gone again queues at the back (round robin).
+    fn admit_budget_waiters(&mut self) {
+        if self.budget_queue.is_empty() || self.buffered >= self.limits.partial_budget {
+            return;
+        }
+        let room = self.limits.partial_budget - self.buffered;
+        let mut admit = room / self.scratch.len().max(1) + 1;
+        while admit > 0 {
+            let Some((key, generation)) = self.budget_queue.pop_front() else {
+                break;
+            };
+            let Some(peer) = self.peers.get_mut(key) else {
+                continue;
+            };
+            if peer.generation() != generation {
+                continue;
+            }
+            if let Some(hold) = peer.budget_hold() {
+                self.budget_held -= hold;
+                peer.set_budget_hold(None);
+            }
+            peer.set_budget_turn(true);
+            self.resume.push_back(key);
+            admit -= 1;
+        }
     }
 
     /// Frames and dispatches the requests already in the peer's input buffer,
@@ -428,7 +541,11 @@ impl Reactor {
         if peer.generation() != ticket.generation {
             return; // The connection closed; this slot now belongs to someone else.
         }
-        if let Filled::Ready { items, promoted } = peer.fill(ticket.seq, part) {
+        let before = peer.buffered();
+        let filled = peer.fill(ticket.seq, part);
+        let after = peer.buffered();
+        self.account(before, after);
+        if let Filled::Ready { items, promoted } = filled {
             METRICS.reply(Some(ticket.cmd), ErrorCode::NoError, &items, ticket.started);
             if promoted {
                 // A reply left the in-flight set: the peer may take more input.
@@ -459,10 +576,18 @@ impl Reactor {
             return;
         };
         let pending = peer.pending_output();
+        let before = peer.buffered();
         let all_written = peer.flush(self.poll.registry());
         METRICS.bytes_out(pending - peer.pending_output().min(pending));
-        if peer.done() {
+        let after = peer.buffered();
+        let done = peer.done();
+        self.account(before, after);
+        if done {
             let peer = self.peers.remove(key);
+            self.account(after, 0);
+            if let Some(hold) = peer.budget_hold() {
+                self.budget_held -= hold;
+            }
             METRICS.connection_closed();
             let level = if self.drain_deadline.is_some() {
                 self.closed_in_drain += 1;
@@ -549,6 +674,13 @@ impl Reactor {
             return;
         }
         self.next_sweep = now + SWEEP_EVERY;
+        // Debug builds (every test server) check the running figure against
+        // the sum it stands for, once a second.
+        debug_assert_eq!(
+            self.buffered,
+            self.peers.iter().map(|(_, p)| p.buffered()).sum::<usize>(),
+            "buffered-bytes accounting drifted"
+        );
         if let Some(h) = self.http.as_mut() {
             h.sweep(self.poll.registry());
         }
@@ -562,6 +694,18 @@ impl Reactor {
             }
         }
     }
+}
+
+/// Whether a peer that wants to read must wait for the budget, the buffers
+/// holding `held` bytes: a message in progress reads below 7/8 of the budget,
+/// a new one below the whole budget (the last eighth is kept for small
+/// requests), and while peers wait (`nobody_waits` false) nobody overtakes
+/// them except the ones whose turn it is.
+fn must_wait(limits: &Limits, nobody_waits: bool, peer: &Peer, held: usize) -> bool {
+    if !nobody_waits && !peer.budget_turn() {
+        return true;
+    }
+    held >= limits.budget || (held >= limits.partial_budget && peer.partial_message() > 0)
 }
 
 /// An answer ready at once.

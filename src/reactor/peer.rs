@@ -72,6 +72,11 @@ pub(crate) struct Peer {
     last_active: Instant,
     cancel: CancelSource,
     close_reason: &'static str,
+    /// In the reactor's budget queue (waiting for memory to read again), holding
+    /// this many bytes of a partial message (see `Reactor::wait_for_budget`).
+    budget_hold: Option<usize>,
+    /// Let out of the budget queue for this turn: may read although others wait.
+    budget_turn: bool,
 }
 
 impl Peer {
@@ -98,6 +103,8 @@ impl Peer {
             last_active: Instant::now(),
             cancel: CancelSource::new(),
             close_reason: "closed by client",
+            budget_hold: None,
+            budget_turn: false,
         }
     }
 
@@ -138,6 +145,51 @@ impl Peer {
 
     pub(crate) fn pending_output(&self) -> usize {
         self.replies.pending_output()
+    }
+
+    /// Bytes of memory held in this connection's buffers (input capacity,
+    /// output capacity, framed replies waiting their turn): its share of
+    /// `server.max_buffered_bytes`.
+    pub(crate) fn buffered(&self) -> usize {
+        self.input.capacity() + self.replies.buffered()
+    }
+
+    /// Bytes of a message read only in part (the input holds nothing else
+    /// when the peer wants input: complete messages are dispatched first).
+    pub(crate) fn partial_message(&self) -> usize {
+        self.input.len()
+    }
+
+    /// See [`Peer::budget_hold`]: `Some(bytes held)` while queued for budget.
+    pub(crate) fn budget_hold(&self) -> Option<usize> {
+        self.budget_hold
+    }
+
+    pub(crate) fn set_budget_hold(&mut self, hold: Option<usize>) {
+        self.budget_hold = hold;
+    }
+
+    pub(crate) fn budget_turn(&self) -> bool {
+        self.budget_turn
+    }
+
+    pub(crate) fn set_budget_turn(&mut self, turn: bool) {
+        self.budget_turn = turn;
+    }
+
+    /// The memory budget has no room for the rest of the partial message:
+    /// answer it code 5 and drop what was read. The rest of the message is
+    /// still on its way and a JSON stream cannot be skipped without reading
+    /// it, so the connection reads nothing more and closes once its owed
+    /// replies are written (as after a framing error).
+    pub(crate) fn refuse_for_budget(&mut self) {
+        self.reply_error(
+            ErrorCode::Busy,
+            "server memory budget reached (server.max_buffered_bytes): message refused, retry later",
+            None,
+        );
+        self.stop_reading("memory budget reached");
+        self.input = Vec::new();
     }
 
     /// True when the peer may take another request: open, under its in-flight

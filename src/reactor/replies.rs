@@ -50,6 +50,8 @@ pub(crate) struct ReplyQueue {
     /// Framed replies not yet written; `output[written..]` is pending.
     output: Vec<u8>,
     written: usize,
+    /// Capacity of the framed replies waiting in `replies` behind a waiting one.
+    ready_bytes: usize,
 }
 
 impl ReplyQueue {
@@ -60,6 +62,13 @@ impl ReplyQueue {
 
     pub(crate) fn pending_output(&self) -> usize {
         self.output.len() - self.written
+    }
+
+    /// Bytes of memory this queue holds for output: the output buffer's
+    /// capacity and the framed replies waiting behind an unanswered one. What
+    /// the reactor counts against `server.max_buffered_bytes`.
+    pub(crate) fn buffered(&self) -> usize {
+        self.output.capacity() + self.ready_bytes
     }
 
     /// Nothing owed and nothing left to write.
@@ -78,6 +87,7 @@ impl ReplyQueue {
         } else {
             let mut framed = Vec::with_capacity(128);
             encode_frame_with(framing, &mut framed, encode);
+            self.ready_bytes += framed.capacity();
             self.replies.push_back(Reply::Ready(framed));
         }
     }
@@ -136,6 +146,7 @@ impl ReplyQueue {
         encode_frame_with(framing, &mut framed, |out| {
             encode_response(*cmd, &done, id.as_ref(), out)
         });
+        self.ready_bytes += framed.capacity();
         *reply = Reply::Ready(framed);
         Filled::Ready {
             items: done,
@@ -149,6 +160,7 @@ impl ReplyQueue {
         let mut moved = false;
         while let Some(Reply::Ready(_)) = self.replies.front() {
             if let Some(Reply::Ready(bytes)) = self.replies.pop_front() {
+                self.ready_bytes -= bytes.capacity();
                 self.reset_if_written();
                 self.output.extend_from_slice(&bytes);
                 self.first_seq += 1;
@@ -295,6 +307,25 @@ mod tests {
         // The reply has left the queue: a late duplicate matches nothing.
         assert_eq!(q.fill(LINES, seq, Part::Whole(vec![])), Filled::NotYet);
         assert_eq!(file_names(&drain(&mut q)), ["a"]);
+    }
+
+    #[test]
+    fn buffered_counts_replies_waiting_their_turn_until_written() {
+        let mut q = ReplyQueue::default();
+        assert_eq!(q.buffered(), 0);
+        let first = q.reserve(2, None, 1);
+        now(&mut q, "{\"later\":1}");
+        // Framed and waiting behind `first`: counted, though not in the output.
+        assert_eq!(q.pending_output(), 0);
+        let waiting = q.buffered();
+        assert!(waiting >= "{\"later\":1}\n".len(), "{waiting}");
+        q.fill(LINES, first, Part::Whole(vec![named("a")]));
+        // Both moved into the output buffer: only its capacity is counted.
+        assert_eq!(q.buffered(), q.output.capacity());
+        let text = drain(&mut q);
+        assert_eq!(file_names(&text), ["a"]);
+        assert!(text.ends_with("{\"later\":1}\n"), "{text}");
+        assert!(q.buffered() <= KEEP_CAPACITY);
     }
 
     #[test]

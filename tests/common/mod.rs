@@ -371,3 +371,36 @@ pub fn decimal_frame(json: &str) -> Vec<u8> {
     out.extend_from_slice(json.as_bytes());
     out
 }
+
+impl TestServer {
+    /// Waits for the server's log line naming the metrics address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let log = self.wait_log("metrics and health on http://");
+        let rest = log
+            .split("metrics and health on http://")
+            .nth(1)
+            .unwrap_or_default();
+        let addr = rest.split('/').next().unwrap_or_default();
+        addr.parse().expect("metrics address")
+    }
+}
+
+/// One HTTP/1.1 GET over a real socket; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .expect("server closes after the answer");
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    assert!(text.contains("Connection: close"), "{text}");
+    (status, body)
+}
+
+/// The value of one unlabelled metric in a `/metrics` body.
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
