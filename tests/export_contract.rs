@@ -7,11 +7,12 @@
 //! torchvision Resize/ToTensor/Normalize), written by `tools/export/make_tiny.py`.
 //!
 //! The images go through the workers' own decode (`load_image` with the pipeline's
-//! `min_decode_side`), so the full-size decode such models need is checked too.
+//! `decode_plan`), so the full-size decode such models need is checked too.
 
 use std::path::PathBuf;
 
 use pear_server::inference::classifier::ResizeMode;
+use pear_server::inference::decode::DecodePlan;
 use pear_server::inference::detector::DetectorMode;
 use pear_server::inference::preprocess::ChannelOrder;
 use pear_server::inference::queue::load_image;
@@ -58,6 +59,7 @@ fn metadata_selects_the_original_pipeline() {
     assert_eq!(cls.labels.len(), 8);
     // Exact pixels: never the scaled JPEG decode.
     assert_eq!(p.min_decode_side(), u32::MAX);
+    assert_eq!(p.decode_plan(), DecodePlan::LikeOpenCv);
 }
 
 #[test]
@@ -71,8 +73,8 @@ fn answers_as_the_original_code_path() {
     let files = reference["files"].as_object().expect("files");
     assert_eq!(files.len(), 3);
     for (name, want) in files {
-        let img = load_image(&dir(), name, p.min_decode_side())
-            .unwrap_or_else(|_| panic!("{name} decodes"));
+        let img =
+            load_image(&dir(), name, p.decode_plan()).unwrap_or_else(|_| panic!("{name} decodes"));
         assert_eq!(img.scale.factor, 1, "{name}: full-size decode");
         let analysis = p
             .analyze_scaled(&[(img.image.as_rgb8().expect("rgb"), img.scale)])
@@ -116,7 +118,7 @@ fn answers_as_the_original_code_path() {
 fn no_class0_box_above_the_threshold_is_no_pear() {
     // Every class-0 score is below 1.0: nothing passes, result 0 as the original.
     let p = load(1.0);
-    let img = load_image(&dir(), "photo_0.png", p.min_decode_side()).expect("decodes");
+    let img = load_image(&dir(), "photo_0.png", p.decode_plan()).expect("decodes");
     let v = p
         .analyze_scaled(&[(img.image.as_rgb8().expect("rgb"), img.scale)])
         .pop()

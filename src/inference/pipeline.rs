@@ -21,7 +21,8 @@
 //! at 1/4 (512×384), a 480×360 one at full size. Models exported from the Python
 //! original (`tools/export`: detector `pipeline` = `ultralytics_pt` or `crop_box` =
 //! `truncate`, classifier `resize` = `shorter_side`) reproduce its pixels exactly, so
-//! they always get the full-size decode.
+//! they always get the full-size decode, JPEG through the decoder closest to OpenCV's
+//! ([`Pipeline::decode_plan`], [`DecodePlan::LikeOpenCv`]).
 //!
 //! [`Pipeline::classify_batch`] runs each stage once for the whole slice when the
 //! model's batch axis is dynamic (one image at a time otherwise). A `Pipeline` is
@@ -35,7 +36,7 @@ use image::{DynamicImage, RgbImage};
 
 use super::classifier::Classifier;
 use super::classifier::ResizeMode;
-use super::decode::{DecodeScale, Decoded};
+use super::decode::{DecodePlan, DecodeScale, Decoded};
 use super::detector::DetectorMode;
 use super::detector::{Detection, Detector};
 use super::preprocess::{argmax, pixel_box, rect_window, truncated_box, Rect, Window};
@@ -161,7 +162,7 @@ pub struct Pipeline {
     iou_threshold: f32,
     decision: Decision,
     classifier_file: String,
-    min_decode_side: u32,
+    decode_plan: DecodePlan,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -187,7 +188,7 @@ impl Pipeline {
             .transpose()?;
         let classifier_model =
             Classifier::load(classifier, sessions, opts.img_size, &opts.classes)?;
-        let min_decode_side = min_decode_side(detector.as_ref(), &classifier_model);
+        let decode_plan = decode_plan(detector.as_ref(), &classifier_model);
         let classifier_file = classifier
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -199,7 +200,7 @@ impl Pipeline {
             iou_threshold: opts.iou_threshold,
             decision: Decision::default(),
             classifier_file,
-            min_decode_side,
+            decode_plan,
         })
     }
 
@@ -224,7 +225,17 @@ impl Pipeline {
     /// The short side, in pixels, a decoded photo must keep (see the module doc):
     /// what [`crate::inference::queue::load_image`] is given.
     pub fn min_decode_side(&self) -> u32 {
-        self.min_decode_side
+        match self.decode_plan {
+            DecodePlan::Scaled { min_short_side } => min_short_side,
+            DecodePlan::LikeOpenCv => u32::MAX,
+        }
+    }
+
+    /// How the workers decode a photo for these models (module doc):
+    /// [`DecodePlan::LikeOpenCv`] for models fed as the Python original feeds them,
+    /// else scaled by [`Pipeline::min_decode_side`].
+    pub fn decode_plan(&self) -> DecodePlan {
+        self.decode_plan
     }
 
     /// File name of the classifier, e.g. `pear_classifier.onnx`.
@@ -453,23 +464,25 @@ fn full_scale<'a>(imgs: &[&'a RgbImage]) -> Vec<ScaledRgb<'a>> {
         .collect()
 }
 
-/// The short side a decoded photo must keep for these models (module doc); `u32::MAX`
-/// (always full size) for models fed exactly as the Python original feeds them.
-fn min_decode_side(detector: Option<&Detector>, classifier: &Classifier) -> u32 {
+/// How photos are decoded for these models (module doc): the short side a decoded
+/// photo must keep, or full size like OpenCV for models fed exactly as the Python
+/// original feeds them.
+fn decode_plan(detector: Option<&Detector>, classifier: &Classifier) -> DecodePlan {
     let exact_detector =
         detector.is_some_and(|d| matches!(d.mode, DetectorMode::Ultralytics(_)) || d.truncate_box);
     if exact_detector || classifier.resize == ResizeMode::ShorterSide {
-        return u32::MAX;
+        return DecodePlan::LikeOpenCv;
     }
     let side = |(h, w): (usize, usize)| u32::try_from(h.max(w)).unwrap_or(u32::MAX);
     let cls = side(classifier.model.size());
-    match detector {
+    let min_short_side = match detector {
         None => cls,
         Some(d) => {
             let for_box = (cls as f32 / MIN_BOX_FRACTION).ceil() as u32;
             side(d.model.size()).max(for_box)
         }
-    }
+    };
+    DecodePlan::Scaled { min_short_side }
 }
 
 #[cfg(test)]
