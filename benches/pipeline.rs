@@ -15,8 +15,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use image::imageops::FilterType;
 use image::RgbImage;
 use pear_server::inference::preprocess::{
-    letterbox_into, resize_normalize_into, ChwTarget, Letterbox, Normalize, Rect, IMAGENET_MEAN,
-    IMAGENET_STD,
+    letterbox_into, rect_window, resize_normalize_window_into, ChwTarget, Letterbox, Normalize,
+    Rect, IMAGENET_MEAN, IMAGENET_STD,
 };
 use pear_server::inference::queue::decode_image;
 use pear_server::inference::{
@@ -131,7 +131,16 @@ fn bench(c: &mut Criterion) {
                 width: csize,
                 height: csize,
             };
-            resize_normalize_into(black_box(&img), crop, csize, csize, &norm, &mut t, 0, 0)
+            resize_normalize_window_into(
+                black_box(&img),
+                rect_window(crop),
+                csize,
+                csize,
+                &norm,
+                &mut t,
+                0,
+                0,
+            )
         })
     });
     g.bench_function("crop_resize_image_crate", |b| {

@@ -152,8 +152,9 @@ pub struct ModelSection {
     /// Labels when the classifier's metadata has none.
     pub classes: Vec<String>,
     /// A pear is normal (class 0) only when p(normal) >= this; otherwise the
-    /// most likely defect class is answered. 0..1.
-    pub normal_threshold: f32,
+    /// most likely defect class is answered. 0..1; null = plain argmax, the
+    /// Python original's rule (for a line moving its own models over).
+    pub normal_threshold: Option<f32>,
     /// The `result` answered when the detector finds no pear (label `no_pear`).
     /// Must be a class of the classifier (checked when a model loads).
     pub no_pear_result: usize,
@@ -190,7 +191,7 @@ impl Default for ModelSection {
             .iter()
             .map(|s| s.to_string())
             .collect(),
-            normal_threshold: DEFAULT_NORMAL_THRESHOLD,
+            normal_threshold: Some(DEFAULT_NORMAL_THRESHOLD),
             no_pear_result: 0,
             download_max_bytes: 64 << 20,
             download_timeout_secs: 60,
@@ -414,10 +415,10 @@ impl Config {
                 format!("expected a number 0..1, got {}", m.iou_threshold),
             ));
         }
-        if !(0.0..=1.0).contains(&m.normal_threshold) {
+        if let Some(t) = m.normal_threshold.filter(|t| !(0.0..=1.0).contains(t)) {
             return Err(invalid(
                 "model.normal_threshold",
-                format!("expected a number 0..1, got {}", m.normal_threshold),
+                format!("expected a number 0..1 or null, got {t}"),
             ));
         }
         in_range("model.img_size", m.img_size as u64, 16, 4096)?;
@@ -530,7 +531,7 @@ impl Config {
     /// when a model loads ([`crate::inference::Pipeline::with_decision`]).
     pub fn decision(&self) -> crate::inference::Decision {
         crate::inference::Decision {
-            normal_threshold: Some(self.model.normal_threshold),
+            normal_threshold: self.model.normal_threshold,
             no_pear_result: self.model.no_pear_result,
         }
     }
@@ -674,14 +675,14 @@ ERROR_CODE:
     #[test]
     fn decision_keys() {
         let c = parse("").unwrap();
-        assert_eq!(c.model.normal_threshold, DEFAULT_NORMAL_THRESHOLD);
+        assert_eq!(c.model.normal_threshold, Some(DEFAULT_NORMAL_THRESHOLD));
         assert_eq!(c.model.no_pear_result, 0);
         assert_eq!(
             c.decision().normal_threshold,
             Some(DEFAULT_NORMAL_THRESHOLD)
         );
         let c = parse("model:\n  normal_threshold: 0.8\n  no_pear_result: 4\n").unwrap();
-        assert_eq!(c.model.normal_threshold, 0.8);
+        assert_eq!(c.model.normal_threshold, Some(0.8));
         assert_eq!(c.model.no_pear_result, 4);
         assert_eq!(
             c.decision(),
@@ -692,8 +693,22 @@ ERROR_CODE:
         );
         for ok in ["0", "1", "1.0", "0.0"] {
             let c = parse(&format!("model:\n  normal_threshold: {ok}\n")).unwrap();
-            assert!((0.0..=1.0).contains(&c.model.normal_threshold), "{ok}");
+            assert!(
+                c.model
+                    .normal_threshold
+                    .is_some_and(|t| (0.0..=1.0).contains(&t)),
+                "{ok}"
+            );
         }
+        // null: plain argmax, the Python original's rule.
+        let c = parse(
+            "model:
+  normal_threshold: null
+",
+        )
+        .unwrap();
+        assert_eq!(c.model.normal_threshold, None);
+        assert_eq!(c.decision().normal_threshold, None);
         for bad in ["1.01", "-0.1", ".nan", ".inf", "-.inf"] {
             let err = parse(&format!("model:\n  normal_threshold: {bad}\n"))
                 .unwrap_err()

@@ -17,6 +17,14 @@
 //! Any surprise on the scaled path (a colour model other than 8-bit RGB/grey, a size
 //! `jpeg-decoder` scales differently, an error or a panic inside it) falls back to the
 //! full-size decode, whose errors are the ones answered.
+//!
+//! Models fed exactly as the Python original feeds them ([`DecodePlan::LikeOpenCv`])
+//! get every JPEG at full size through `jpeg-decoder`, whose pixels are the closer of
+//! the two pure-Rust decoders to libjpeg-turbo's (OpenCV's `imread`): on the 14 line
+//! photos in `real_pears/dev` at most 3–4 levels and 0.08 on average from OpenCV's,
+//! against 4–5 and 0.15 for zune-jpeg (`image`'s decoder). Anything it cannot give as
+//! 8-bit RGB/grey takes the ordinary full-size path. This module never decides which
+//! plan a model gets: the pipeline does, from the models' metadata.
 
 use std::io::Cursor;
 use std::panic::catch_unwind;
@@ -98,6 +106,27 @@ pub fn scale_factor(width: u32, height: u32, min_short_side: u32) -> u32 {
         .unwrap_or(1)
 }
 
+/// How a pipeline wants its images decoded ([`crate::inference::Pipeline::decode_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodePlan {
+    /// A large JPEG at the DCT scale that keeps this short side
+    /// ([`decode_image_scaled`]); `u32::MAX` = always full size.
+    Scaled { min_short_side: u32 },
+    /// Full size, JPEG through `jpeg-decoder`, the closest to OpenCV's pixels
+    /// ([`decode_image_like_opencv`]).
+    LikeOpenCv,
+}
+
+impl DecodePlan {
+    /// Decodes `bytes` by this plan.
+    pub fn decode(self, bytes: &[u8]) -> Result<Decoded, image::ImageError> {
+        match self {
+            DecodePlan::Scaled { min_short_side } => decode_image_scaled(bytes, min_short_side),
+            DecodePlan::LikeOpenCv => decode_image_like_opencv(bytes),
+        }
+    }
+}
+
 /// Decodes jpg/png bytes (format sniffed from the content) at full size, with size
 /// limits.
 pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, image::ImageError> {
@@ -122,27 +151,48 @@ pub fn decode_image_scaled(
     decode_image(bytes).map(Decoded::full)
 }
 
+/// Decodes at full size; a JPEG through `jpeg-decoder` (module doc), anything else, or
+/// a JPEG it cannot give as 8-bit RGB/grey, through [`decode_image`].
+pub fn decode_image_like_opencv(bytes: &[u8]) -> Result<Decoded, image::ImageError> {
+    if let Some(d) = decode_jpeg_with_jpeg_decoder(bytes, 1) {
+        return Ok(d);
+    }
+    decode_image(bytes).map(Decoded::full)
+}
+
 /// The scaled JPEG path; `None` = use the full-size path.
 fn decode_jpeg_scaled(bytes: &[u8], min_short_side: u32) -> Option<Decoded> {
+    let (width, height, _) = jpeg_header(bytes)?;
+    match scale_factor(width, height, min_short_side) {
+        1 => None,
+        factor => decode_jpeg_with_jpeg_decoder(bytes, factor),
+    }
+}
+
+/// A JPEG's width, height and channels (3 for RGB, 1 for grey) from its header
+/// (zune-jpeg, as the full path); `None` when the bytes are not a JPEG, its header
+/// does not parse, it is larger than [`MAX_IMAGE_SIDE`] or not 8-bit RGB/grey.
+fn jpeg_header(bytes: &[u8]) -> Option<(u32, u32, u32)> {
     // The JPEG signature (what `with_guessed_format` looks for).
     if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return None;
     }
-    // Header only (zune-jpeg, as the full path): size and colour model.
     let header = JpegDecoder::new(Cursor::new(bytes)).ok()?;
     let (width, height) = header.dimensions();
     if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
         return None;
     }
-    let factor = scale_factor(width, height, min_short_side);
-    if factor == 1 {
-        return None;
+    match header.color_type() {
+        ColorType::Rgb8 => Some((width, height, 3)),
+        ColorType::L8 => Some((width, height, 1)),
+        _ => None,
     }
-    let channels: u32 = match header.color_type() {
-        ColorType::Rgb8 => 3,
-        ColorType::L8 => 1,
-        _ => return None,
-    };
+}
+
+/// `jpeg-decoder` at 1/`factor` (1, 2, 4 or 8); `None` for anything but 8-bit RGB or
+/// grey output of the expected size, an error or a panic inside it.
+fn decode_jpeg_with_jpeg_decoder(bytes: &[u8], factor: u32) -> Option<Decoded> {
+    let (width, height, channels) = jpeg_header(bytes)?;
     let (w, h) = (width.div_ceil(factor), height.div_ceil(factor));
     let (req_w, req_h) = (u16::try_from(w).ok()?, u16::try_from(h).ok()?);
     let expected = (w as usize) * (h as usize) * (channels as usize);
@@ -150,18 +200,20 @@ fn decode_jpeg_scaled(bytes: &[u8], min_short_side: u32) -> Option<Decoded> {
         let mut dec = jpeg_decoder::Decoder::new(bytes);
         // Four bytes per pixel at most (CMYK): a larger output is not this image.
         dec.set_max_decoding_buffer_size((w as usize) * (h as usize) * 4);
-        // `scale` picks the smallest IDCT whose output reaches the request in one axis:
-        // exactly 8 / factor for these sizes (checked below).
-        let got = dec.scale(req_w, req_h).ok()?;
-        if got != (req_w, req_h) {
-            return None;
+        if factor > 1 {
+            // `scale` picks the smallest IDCT whose output reaches the request in one
+            // axis: exactly 8 / factor for these sizes (checked below).
+            let got = dec.scale(req_w, req_h).ok()?;
+            if got != (req_w, req_h) {
+                return None;
+            }
         }
         dec.decode().ok()
     })
     .ok()
     .flatten()?;
     // A CMYK file (4 bytes a pixel here, converted to RGB by the full path) or any
-    // other mismatch: full size.
+    // other mismatch: full size through `decode_image`.
     if pixels.len() != expected {
         return None;
     }
@@ -262,6 +314,42 @@ mod tests {
             let got = i32::from(small.get_pixel(x, y)[c]);
             assert!((mean - got).abs() <= 8, "channel {c}: {mean} vs {got}");
         }
+    }
+
+    #[test]
+    fn like_opencv_is_full_size_and_close_to_the_full_path() {
+        let bytes = jpeg(803, 601);
+        let d = DecodePlan::LikeOpenCv.decode(&bytes).expect("decode");
+        assert_eq!(d.scale, DecodeScale::full(803, 601));
+        let ours = d.image.to_rgb8();
+        let full = decode_image(&bytes).expect("full").to_rgb8();
+        let worst = ours
+            .as_raw()
+            .iter()
+            .zip(full.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max();
+        // Two decoders of the same file: a few levels apart at most, not the same code.
+        assert!(worst.is_some_and(|w| w <= 8), "{worst:?}");
+
+        let mut png = Vec::new();
+        DynamicImage::ImageRgb8(RgbImage::from_pixel(80, 60, image::Rgb([1, 2, 3])))
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .expect("png");
+        let d = DecodePlan::LikeOpenCv.decode(&png).expect("png decode");
+        assert_eq!(
+            d.image.to_rgb8(),
+            decode_image(&png).expect("png").to_rgb8()
+        );
+
+        let cut = &bytes[..bytes.len() / 3];
+        assert_eq!(
+            decode_image(cut).is_err(),
+            DecodePlan::LikeOpenCv.decode(cut).is_err()
+        );
+        assert!(DecodePlan::LikeOpenCv
+            .decode(b"\xFF\xD8\xFFnot a jpeg")
+            .is_err());
     }
 
     #[test]

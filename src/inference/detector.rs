@@ -7,13 +7,24 @@
 //! We keep class-0 candidates at or above the confidence threshold, run greedy NMS and
 //! take the highest-scoring survivor, mapped back to source pixels.
 //! When the batch axis is dynamic, several images run in one call.
+//!
+//! Metadata `pipeline` = `ultralytics_pt` (written by `tools/export` for the Python
+//! original's `.pt`) selects what `YOLO(path).predict(img)` does instead: the
+//! [`StrideLetterbox`] (imgsz from `imgsz`, padded only to a multiple of `stride`, so
+//! the H and W axes must be dynamic) with OpenCV's bilinear resize, every candidate
+//! labelled with its best class, kept when that score is above `nms_conf` (0.25),
+//! NMS per class at IoU `nms_iou` (0.7), at most 300 boxes by score; the first box of
+//! class `crop_class` (0) is the pear when its score reaches `confidence_threshold`.
+//! The config's `iou_threshold` does not apply to such a model.
 
 use std::path::Path;
 
 use image::RgbImage;
 
 use super::metadata;
-use super::preprocess::{letterbox_into, ChwTarget, Letterbox};
+use super::preprocess::{
+    letterbox_into, stride_letterbox_into, ChwTarget, Letterbox, StrideLetterbox,
+};
 use super::session::ImageModel;
 use super::InferenceError;
 
@@ -108,11 +119,108 @@ pub fn decode_yolo(
         .collect()
 }
 
+/// What ultralytics' `predict` does with a `.pt` detector (module doc).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UltralyticsPredict {
+    /// Longest input side (`imgsz`), 640 by default.
+    pub imgsz: u32,
+    /// Padding multiple (`stride`), 32 by default.
+    pub stride: u32,
+    /// `predict`'s own confidence floor (strictly above), 0.25.
+    pub conf: f32,
+    /// `predict`'s NMS IoU, 0.7.
+    pub iou: f32,
+    /// `predict`'s `max_det`, 300.
+    pub max_det: usize,
+    /// The class whose first box is cropped, 0.
+    pub crop_class: usize,
+}
+
+/// How a detector's input is made and its output read (chosen by metadata).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DetectorMode {
+    /// Square letterbox to the input size (antialiased resize), class-0 candidates at
+    /// or above `confidence_threshold`, greedy NMS at the config's `iou_threshold`.
+    Square,
+    /// The Python original's `YOLO(path).predict(img)` on a `.pt`.
+    Ultralytics(UltralyticsPredict),
+}
+
+/// ultralytics' `non_max_suppression` (not agnostic, one label per box): each
+/// candidate takes its best class; those scoring above `conf` are sorted by score,
+/// a box is dropped when it overlaps a kept box of its class by more than `iou`, at
+/// most `max_det` are kept. Returns (box, class) best first, boxes in input pixels.
+pub fn ultralytics_nms(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    channels_first: bool,
+    p: &UltralyticsPredict,
+) -> Vec<(Detection, usize)> {
+    let (channels, n) = if channels_first {
+        (rows, cols)
+    } else {
+        (cols, rows)
+    };
+    if channels < 5 || data.len() < rows * cols {
+        return Vec::new();
+    }
+    let at = |ch: usize, i: usize| {
+        if channels_first {
+            data[ch * n + i]
+        } else {
+            data[i * channels + ch]
+        }
+    };
+    let mut cands: Vec<(Detection, usize)> = (0..n)
+        .filter_map(|i| {
+            // The first of equal maxima, as torch's `max` on the CPU.
+            let (class, score) = (4..channels).map(|ch| at(ch, i)).enumerate().fold(
+                None,
+                |best: Option<(usize, f32)>, (c, v)| match best {
+                    Some((_, b)) if b >= v => best,
+                    _ => Some((c, v)),
+                },
+            )?;
+            if score.partial_cmp(&p.conf) != Some(std::cmp::Ordering::Greater) {
+                return None;
+            }
+            let (cx, cy, w, h) = (at(0, i), at(1, i), at(2, i), at(3, i));
+            let d = Detection {
+                x1: cx - w / 2.0,
+                y1: cy - h / 2.0,
+                x2: cx + w / 2.0,
+                y2: cy + h / 2.0,
+                score,
+            };
+            d.corners()
+                .iter()
+                .all(|v| v.is_finite())
+                .then_some((d, class))
+        })
+        .collect();
+    cands.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
+    let mut keep: Vec<(Detection, usize)> = Vec::new();
+    for (d, c) in cands {
+        if keep.len() >= p.max_det {
+            break;
+        }
+        if keep.iter().all(|(k, kc)| *kc != c || iou(k, &d) <= p.iou) {
+            keep.push((d, c));
+        }
+    }
+    keep
+}
+
 /// A loaded detector.
 pub struct Detector {
     pub model: ImageModel,
     /// Class names from the metadata (informational).
     pub names: Option<Vec<String>>,
+    pub mode: DetectorMode,
+    /// How the box becomes whole pixels for the crop and the answer (`crop_box`
+    /// metadata: `truncate` = the Python original's `int()`; else rounded outwards).
+    pub truncate_box: bool,
 }
 
 impl Detector {
@@ -132,7 +240,108 @@ impl Detector {
         let names = model
             .metadata("names")
             .and_then(|s| metadata::parse_names(&s));
-        Ok(Detector { model, names })
+        let mode = detector_mode(&model, path)?;
+        let truncate_box = match model.metadata("crop_box").as_deref().map(str::trim) {
+            None | Some("") | Some("outward") => false,
+            Some("truncate") => true,
+            Some(other) => {
+                return Err(InferenceError::Incompatible {
+                    path: path.display().to_string(),
+                    what: format!("unknown crop_box metadata {other:?}"),
+                })
+            }
+        };
+        Ok(Detector {
+            model,
+            names,
+            mode,
+            truncate_box,
+        })
+    }
+
+    /// The best pear box of each image, in that image's pixels (unrounded), or `None`:
+    /// `confidence_threshold` and `iou_threshold` are the config's.
+    pub fn best_boxes(
+        &self,
+        imgs: &[&RgbImage],
+        confidence_threshold: f32,
+        iou_threshold: f32,
+    ) -> Result<Vec<Option<Detection>>, InferenceError> {
+        match self.mode {
+            DetectorMode::Square => {
+                let (buf, boxes) = self.preprocess(imgs);
+                let cands = self.run(&buf, imgs.len(), confidence_threshold)?;
+                Ok(cands
+                    .into_iter()
+                    .zip(boxes)
+                    .zip(imgs)
+                    .map(|((c, lb), img)| {
+                        nms(c, iou_threshold).first().map(|best| {
+                            let [x1, y1, x2, y2] =
+                                lb.to_source(best.corners(), img.width(), img.height());
+                            Detection {
+                                x1,
+                                y1,
+                                x2,
+                                y2,
+                                score: best.score,
+                            }
+                        })
+                    })
+                    .collect())
+            }
+            DetectorMode::Ultralytics(p) => imgs
+                .iter()
+                .map(|img| self.predict_one(img, &p, confidence_threshold))
+                .collect(),
+        }
+    }
+
+    /// One image the ultralytics way (its input size depends on the aspect ratio).
+    fn predict_one(
+        &self,
+        img: &RgbImage,
+        p: &UltralyticsPredict,
+        confidence_threshold: f32,
+    ) -> Result<Option<Detection>, InferenceError> {
+        let geo = StrideLetterbox::new(img.width(), img.height(), p.imgsz, p.stride);
+        let (h, w) = (geo.dst_h as usize, geo.dst_w as usize);
+        let mut buf = vec![0f32; 3 * h * w];
+        stride_letterbox_into(
+            img,
+            p.imgsz,
+            p.stride,
+            &mut ChwTarget {
+                data: &mut buf,
+                width: w,
+                height: h,
+            },
+        );
+        let mut kept = Vec::new();
+        self.model.run_shaped(&buf, 1, (h, w), |_, dims, data| {
+            if dims.len() != 3 || dims[0] != 1 {
+                return Err(InferenceError::BadOutput(format!(
+                    "detector output shape {dims:?} for batch 1"
+                )));
+            }
+            let (rows, cols) = (dims[1], dims[2]);
+            kept = ultralytics_nms(data, rows, cols, rows <= cols, p);
+            Ok(())
+        })?;
+        Ok(kept
+            .into_iter()
+            .find(|(_, c)| *c == p.crop_class)
+            .filter(|(d, _)| d.score >= confidence_threshold)
+            .map(|(d, _)| {
+                let [x1, y1, x2, y2] = geo.to_source(d.corners(), img.width(), img.height());
+                Detection {
+                    x1,
+                    y1,
+                    x2,
+                    y2,
+                    score: d.score,
+                }
+            }))
     }
 
     /// Letterboxes `imgs` into one `[len, 3, H, W]` buffer.
@@ -182,6 +391,50 @@ impl Detector {
             Ok(())
         })?;
         Ok(all)
+    }
+}
+
+/// Reads the `pipeline` metadata (module doc); an unknown value is refused rather
+/// than run the wrong way.
+fn detector_mode(model: &ImageModel, path: &Path) -> Result<DetectorMode, InferenceError> {
+    let bad = |what: String| InferenceError::Incompatible {
+        path: path.display().to_string(),
+        what,
+    };
+    match model.metadata("pipeline").as_deref().map(str::trim) {
+        None | Some("") | Some("square") => Ok(DetectorMode::Square),
+        Some("ultralytics_pt") => {
+            if !model.dynamic_hw {
+                return Err(bad(
+                    "pipeline ultralytics_pt needs dynamic H and W input axes".into(),
+                ));
+            }
+            let num = |key: &str, default: f32| -> Result<f32, InferenceError> {
+                match model.metadata(key) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .trim()
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|x| x.is_finite() && *x >= 0.0)
+                        .ok_or_else(|| bad(format!("{key} metadata {v:?} is not a number"))),
+                }
+            };
+            let imgsz = model
+                .metadata("imgsz")
+                .and_then(|s| metadata::parse_size(&s))
+                .map(|(h, w)| h.max(w))
+                .unwrap_or(640);
+            Ok(DetectorMode::Ultralytics(UltralyticsPredict {
+                imgsz,
+                stride: num("stride", 32.0)?.max(1.0) as u32,
+                conf: num("nms_conf", 0.25)?,
+                iou: num("nms_iou", 0.7)?,
+                max_det: 300,
+                crop_class: num("crop_class", 0.0)? as usize,
+            }))
+        }
+        Some(other) => Err(bad(format!("unknown pipeline metadata {other:?}"))),
     }
 }
 

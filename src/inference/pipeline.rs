@@ -18,7 +18,11 @@
 //! [`MIN_BOX_FRACTION`] of the short side still has at least the classifier's input in
 //! decoded pixels; without one, the classifier side (the whole image is the crop). The
 //! line models (detector 192, classifier 224) give 374: a 2048×1536 photo is decoded
-//! at 1/4 (512×384), a 480×360 one at full size.
+//! at 1/4 (512×384), a 480×360 one at full size. Models exported from the Python
+//! original (`tools/export`: detector `pipeline` = `ultralytics_pt` or `crop_box` =
+//! `truncate`, classifier `resize` = `shorter_side`) reproduce its pixels exactly, so
+//! they always get the full-size decode, JPEG through the decoder closest to OpenCV's
+//! ([`Pipeline::decode_plan`], [`DecodePlan::LikeOpenCv`]).
 //!
 //! [`Pipeline::classify_batch`] runs each stage once for the whole slice when the
 //! model's batch axis is dynamic (one image at a time otherwise). A `Pipeline` is
@@ -31,9 +35,11 @@ use std::path::Path;
 use image::{DynamicImage, RgbImage};
 
 use super::classifier::Classifier;
-use super::decode::{DecodeScale, Decoded};
-use super::detector::{nms, Detection, Detector};
-use super::preprocess::{argmax, pixel_box, Rect, Window};
+use super::classifier::ResizeMode;
+use super::decode::{DecodePlan, DecodeScale, Decoded};
+use super::detector::DetectorMode;
+use super::detector::{Detection, Detector};
+use super::preprocess::{argmax, pixel_box, rect_window, truncated_box, Rect, Window};
 use super::InferenceError;
 
 /// Label reported when the detector finds no pear.
@@ -156,7 +162,7 @@ pub struct Pipeline {
     iou_threshold: f32,
     decision: Decision,
     classifier_file: String,
-    min_decode_side: u32,
+    decode_plan: DecodePlan,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -182,7 +188,7 @@ impl Pipeline {
             .transpose()?;
         let classifier_model =
             Classifier::load(classifier, sessions, opts.img_size, &opts.classes)?;
-        let min_decode_side = min_decode_side(detector.as_ref(), &classifier_model);
+        let decode_plan = decode_plan(detector.as_ref(), &classifier_model);
         let classifier_file = classifier
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -194,7 +200,7 @@ impl Pipeline {
             iou_threshold: opts.iou_threshold,
             decision: Decision::default(),
             classifier_file,
-            min_decode_side,
+            decode_plan,
         })
     }
 
@@ -219,7 +225,17 @@ impl Pipeline {
     /// The short side, in pixels, a decoded photo must keep (see the module doc):
     /// what [`crate::inference::queue::load_image`] is given.
     pub fn min_decode_side(&self) -> u32 {
-        self.min_decode_side
+        match self.decode_plan {
+            DecodePlan::Scaled { min_short_side } => min_short_side,
+            DecodePlan::LikeOpenCv => u32::MAX,
+        }
+    }
+
+    /// How the workers decode a photo for these models (module doc):
+    /// [`DecodePlan::LikeOpenCv`] for models fed as the Python original feeds them,
+    /// else scaled by [`Pipeline::min_decode_side`].
+    pub fn decode_plan(&self) -> DecodePlan {
+        self.decode_plan
     }
 
     /// File name of the classifier, e.g. `pear_classifier.onnx`.
@@ -308,22 +324,19 @@ impl Pipeline {
             return Ok(vec![None; imgs.len()]);
         };
         let rgb: Vec<&RgbImage> = imgs.iter().map(|(img, _)| *img).collect();
-        let (buf, boxes) = det.preprocess(&rgb);
-        let cands = det.run(&buf, imgs.len(), self.confidence_threshold)?;
-        Ok(cands
+        let best = det.best_boxes(&rgb, self.confidence_threshold, self.iou_threshold)?;
+        Ok(best
             .into_iter()
-            .zip(boxes)
             .zip(imgs)
-            .map(|((c, lb), (img, scale))| {
-                nms(c, self.iou_threshold).first().map(|best| {
-                    let decoded = lb.to_source(best.corners(), img.width(), img.height());
-                    let [x1, y1, x2, y2] = scale.box_to_source(decoded);
+            .map(|(d, (_, scale))| {
+                d.map(|d| {
+                    let [x1, y1, x2, y2] = scale.box_to_source(d.corners());
                     Detection {
                         x1,
                         y1,
                         x2,
                         y2,
-                        score: best.score,
+                        score: d.score,
                     }
                 })
             })
@@ -335,11 +348,11 @@ impl Pipeline {
         &self,
         regions: &[(&RgbImage, Rect)],
     ) -> Result<Vec<Vec<f32>>, InferenceError> {
-        if regions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let buf = self.classifier.preprocess(regions);
-        self.classifier.run(&buf, regions.len())
+        let windows: Vec<(&RgbImage, Window)> = regions
+            .iter()
+            .map(|(img, r)| (*img, rect_window(*r)))
+            .collect();
+        self.classify_windows(&windows)
     }
 
     /// [`Pipeline::classify_regions`] for crops with fractional edges.
@@ -347,11 +360,7 @@ impl Pipeline {
         &self,
         regions: &[(&RgbImage, Window)],
     ) -> Result<Vec<Vec<f32>>, InferenceError> {
-        if regions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let buf = self.classifier.preprocess_windows(regions);
-        self.classifier.run(&buf, regions.len())
+        self.classifier.classify_windows(regions)
     }
 
     /// The whole pipeline with its intermediate numbers, images taken at full size.
@@ -395,6 +404,9 @@ impl Pipeline {
             let (src_w, src_h) = (scale.source_width, scale.source_height);
             let bbox = match (&self.detector, d) {
                 (None, _) => Some([0, 0, src_w, src_h]),
+                (Some(det), Some(d)) if det.truncate_box => {
+                    Some(truncated_box(d.corners(), src_w, src_h))
+                }
                 (Some(_), Some(d)) => Some(pixel_box(d.corners(), src_w, src_h)),
                 (Some(_), None) => None, // no pear
             };
@@ -452,17 +464,25 @@ fn full_scale<'a>(imgs: &[&'a RgbImage]) -> Vec<ScaledRgb<'a>> {
         .collect()
 }
 
-/// The short side a decoded photo must keep for these models (module doc).
-fn min_decode_side(detector: Option<&Detector>, classifier: &Classifier) -> u32 {
+/// How photos are decoded for these models (module doc): the short side a decoded
+/// photo must keep, or full size like OpenCV for models fed exactly as the Python
+/// original feeds them.
+fn decode_plan(detector: Option<&Detector>, classifier: &Classifier) -> DecodePlan {
+    let exact_detector =
+        detector.is_some_and(|d| matches!(d.mode, DetectorMode::Ultralytics(_)) || d.truncate_box);
+    if exact_detector || classifier.resize == ResizeMode::ShorterSide {
+        return DecodePlan::LikeOpenCv;
+    }
     let side = |(h, w): (usize, usize)| u32::try_from(h.max(w)).unwrap_or(u32::MAX);
     let cls = side(classifier.model.size());
-    match detector {
+    let min_short_side = match detector {
         None => cls,
         Some(d) => {
             let for_box = (cls as f32 / MIN_BOX_FRACTION).ceil() as u32;
             side(d.model.size()).max(for_box)
         }
-    }
+    };
+    DecodePlan::Scaled { min_short_side }
 }
 
 #[cfg(test)]

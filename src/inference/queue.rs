@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use super::decode::{decode_image_scaled, Decoded};
+use super::decode::{DecodePlan, Decoded};
 use super::pipeline::{Pipeline, Verdict};
 use super::{runtime, InferenceError};
 
@@ -337,7 +337,7 @@ impl Inner {
         let pipeline = self.current();
         let mut ready: Vec<Queued> = Vec::with_capacity(batch.len());
         let mut imgs: Vec<Decoded> = Vec::with_capacity(batch.len());
-        let min_side = pipeline.min_decode_side();
+        let plan = pipeline.decode_plan();
         for q in batch {
             if q.job.cancel.is_cancelled() {
                 finish(q, FileOutcome::Cancelled);
@@ -351,7 +351,7 @@ impl Inner {
                 if let Some(h) = &hook {
                     h(&q.job.name);
                 }
-                load_image(&q.job.folder, &q.job.name, min_side)
+                load_image(&q.job.folder, &q.job.name, plan)
             }));
             match loaded {
                 Ok(Ok(img)) => {
@@ -406,11 +406,10 @@ fn finish(q: Queued, outcome: FileOutcome) {
 
 /// Resolves `name` inside `folder`, reads and decodes it: the per-file work a worker
 /// does before inference (also run by `pear-bench --raw-pipeline`). `name` must
-/// already have passed `crate::paths::check_name`. A JPEG is decoded at a reduced
-/// scale that keeps its short side `>= min_short_side` (the pipeline's
-/// [`Pipeline::min_decode_side`]; `u32::MAX` = always full size), see
-/// [`super::decode`].
-pub fn load_image(folder: &Path, name: &str, min_short_side: u32) -> Result<Decoded, FileOutcome> {
+/// already have passed `crate::paths::check_name`. Decoded by the pipeline's
+/// [`Pipeline::decode_plan`] (a large JPEG at a reduced scale, or full size like
+/// OpenCV), see [`super::decode`].
+pub fn load_image(folder: &Path, name: &str, plan: DecodePlan) -> Result<Decoded, FileOutcome> {
     let not_found = || FileOutcome::NotFound(format!("{name}: not found"));
     let path = crate::paths::resolve_confined(folder, name).map_err(|_| not_found())?;
     let file = std::fs::File::open(&path).map_err(|_| not_found())?;
@@ -428,6 +427,6 @@ pub fn load_image(folder: &Path, name: &str, min_short_side: u32) -> Result<Deco
     file.take(MAX_IMAGE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|_| not_found())?;
-    decode_image_scaled(&bytes, min_short_side)
+    plan.decode(&bytes)
         .map_err(|e| FileOutcome::Undecodable(format!("{name}: {e}")))
 }

@@ -97,6 +97,8 @@ pub struct ImageModel {
     pub input_w: u32,
     /// Whether several images can share one run.
     pub dynamic_batch: bool,
+    /// Whether the H and W axes are dynamic (inputs of any size).
+    pub dynamic_hw: bool,
 }
 
 impl ImageModel {
@@ -127,6 +129,7 @@ impl ImageModel {
             });
         }
         let dynamic_batch = shape[0] <= 0;
+        let dynamic_hw = shape[2] <= 0 && shape[3] <= 0;
         drop(session);
         Ok(ImageModel {
             pool,
@@ -137,6 +140,7 @@ impl ImageModel {
             input_h,
             input_w,
             dynamic_batch,
+            dynamic_hw,
         })
     }
 
@@ -159,8 +163,24 @@ impl ImageModel {
         count: usize,
         mut each: impl FnMut(usize, &[usize], &[f32]) -> Result<(), InferenceError>,
     ) -> Result<(), InferenceError> {
-        let role = self.role;
         let (h, w) = self.size();
+        self.run_shaped(buf, count, (h, w), &mut each)
+    }
+
+    /// [`ImageModel::run_chunked`] for images of `hw` = (height, width), which may
+    /// differ from [`ImageModel::size`] when the model's H and W axes are dynamic.
+    pub fn run_shaped(
+        &self,
+        buf: &[f32],
+        count: usize,
+        hw: (usize, usize),
+        mut each: impl FnMut(usize, &[usize], &[f32]) -> Result<(), InferenceError>,
+    ) -> Result<(), InferenceError> {
+        let role = self.role;
+        let (h, w) = hw;
+        if h == 0 || w == 0 {
+            return Err(InferenceError::Run(format!("{role}: empty input {h}x{w}")));
+        }
         let run_err = |e: ort::Error| InferenceError::Run(format!("{role}: {e}"));
         let chunk = if self.dynamic_batch { count.max(1) } else { 1 };
         for part in buf.chunks(chunk * 3 * h * w) {

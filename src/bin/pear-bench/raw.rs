@@ -189,7 +189,7 @@ fn worker(
         }
         let name = &names[next % names.len()];
         next = next.wrapping_add(1);
-        let ok = match load_image(folder, name, pipeline.min_decode_side()) {
+        let ok = match load_image(folder, name, pipeline.decode_plan()) {
             Ok(img) => pipeline.classify_one(&img).is_ok(),
             Err(_) => false,
         };
