@@ -62,6 +62,7 @@ const SPARE_FDS: u64 = 64;
         pear-bench --redis --addr 127.0.0.1:6379 --conns 64 --pipeline 16\n  \
         pear-bench --idle 19000 --conns 64          # active load with idle connections held\n  \
         pear-bench --idle-only --idle 19000 --duration 120\n  \
+        pear-bench --photos tests/fixtures/real --conns 4      # every photo of a folder, round-robin\n  \
         pear-bench --raw-pipeline --config config/server_config.yaml \
         --payload '{\"cmd\":1,\"request_data\":[\"normal_01.jpg\"]}'\n\n\
         Output: one JSON line on stdout, one human-readable line on stderr."
@@ -82,6 +83,11 @@ struct Args {
     /// A file of requests, one per line, used round-robin.
     #[arg(long)]
     payload_file: Option<PathBuf>,
+    /// A folder of photos: one 0x01 request per image file in it (.jpg, .jpeg, .png, any
+    /// case; sorted by name), used round-robin. The names are sent as the folder holds
+    /// them, so the server's (or --raw-pipeline config's) img_path must be this folder.
+    #[arg(long, conflicts_with_all = ["payload", "payload_file", "redis"])]
+    photos: Option<PathBuf>,
     /// Request framing.
     #[arg(long, value_enum, default_value_t = FramingArg::Json)]
     framing: FramingArg,
@@ -229,6 +235,9 @@ fn payloads(args: &Args) -> Result<Vec<String>, BenchError> {
     if args.redis {
         return Ok(vec!["PING".to_owned()]);
     }
+    if let Some(dir) = &args.photos {
+        return photo_payloads(dir);
+    }
     if let Some(path) = &args.payload_file {
         let text = std::fs::read_to_string(path).map_err(|source| BenchError::PayloadFile {
             path: path.clone(),
@@ -252,6 +261,37 @@ fn payloads(args: &Args) -> Result<Vec<String>, BenchError> {
     Ok(vec![args.payload.clone().unwrap_or_else(|| {
         r#"{"cmd":0x22,"request_data":null}"#.to_owned()
     })])
+}
+
+/// One `{"cmd":1,"request_data":[NAME]}` per image file of `dir`, sorted by name.
+fn photo_payloads(dir: &std::path::Path) -> Result<Vec<String>, BenchError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| BenchError::PayloadFile {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            let lower = n.to_ascii_lowercase();
+            [".jpg", ".jpeg", ".png"]
+                .iter()
+                .any(|ext| lower.ends_with(ext))
+        })
+        .collect();
+    names.sort();
+    names.truncate(MAX_PAYLOADS);
+    if names.is_empty() {
+        return Err(BenchError::Usage(format!(
+            "{} holds no .jpg, .jpeg or .png file",
+            dir.display()
+        )));
+    }
+    Ok(names
+        .iter()
+        .map(|n| serde_json::json!({"cmd": 1, "request_data": [n]}).to_string())
+        .collect())
 }
 
 fn wire(args: &Args) -> Result<Wire, BenchError> {
