@@ -586,3 +586,28 @@ fn print_json<T: Serialize>(v: &T) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn photo_folder_gives_one_request_per_image_sorted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["b.JPG", "a.png", "c.jpeg", "notes.txt"] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        std::fs::create_dir(dir.path().join("d.jpg")).expect("mkdir");
+        let got = photo_payloads(dir.path()).expect("payloads");
+        assert_eq!(
+            got,
+            vec![
+                r#"{"cmd":1,"request_data":["a.png"]}"#,
+                r#"{"cmd":1,"request_data":["b.JPG"]}"#,
+                r#"{"cmd":1,"request_data":["c.jpeg"]}"#,
+            ]
+        );
+        let empty = tempfile::tempdir().expect("tempdir");
+        assert!(photo_payloads(empty.path()).is_err());
+    }
+}
