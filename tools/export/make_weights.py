@@ -8,8 +8,9 @@
   (the model under "model", half precision, as ultralytics saves).
 - classifier: timm efficientnet_b3, 8 classes, random weights; BatchNorm statistics
   taken from the photos' crops (so activations stay in range, as in a trained net);
-  the last layer drawn again (seeded) until every class is the answer for at least
-  one photo, keeping the draw with the widest top-2 margin; saved pickled
+  the last layer drawn again (seeded), within the span of the photos' centred
+  features, until every class is the answer for at least one photo, keeping the draw
+  with the widest top-2 margin; saved pickled
   (`torch.save(model, path)`), as the original's `efficientnetb3_512_version2.pth`.
 
     python make_weights.py --seed 12 --out work/ photos...
@@ -87,10 +88,18 @@ def make_classifier(seed, crops, path, tries=400):
         feats = torch.cat([net.forward_head(net.forward_features(x), pre_logits=True)
                            for x in crops])
     centred = feats - feats.mean(0, keepdim=True)
+    # The last layer reads only the directions in which the photos' features differ
+    # (the span of the centred features, as a trained head reads discriminative
+    # directions): the logits of these photos are those of an unconstrained draw, but
+    # a decoder's pixel noise, spread over all 1536 feature dimensions, reaches the
+    # logits only through these few.
+    _, sv, vt = torch.linalg.svd(centred, full_matrices=False)
+    span = vt[sv > sv[0] * 1e-4]
     gen = torch.Generator().manual_seed(seed + 1)
     best = None
     for _ in range(tries):
         w = torch.randn(NUM_CLASSES, feats.shape[1], generator=gen)
+        w = (w @ span.T) @ span
         z = centred @ w.T
         w = w * (3.0 / z.std())  # logits of a few units: confident but not saturated
         logits = centred @ w.T
