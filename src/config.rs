@@ -127,8 +127,8 @@ impl Default for ServerSection {
 /// connections stay under half of it), and it still takes 256 messages of the
 /// 1 MiB `max_message_bytes` at once. Without a budget the worst case is
 /// `connection_limit` x (`max_message_bytes` + `max_output_bytes`), 128 GiB with
-/// the defaults; with it the process stays near its working set (about 360 MiB
-/// RSS in the soak) plus 256 MiB and the documented slack: inside 1 GiB.
+/// the defaults; with it the process stays near its working set (330-404 MiB
+/// RSS in the 60-minute soak) plus 256 MiB and the documented slack: inside 1 GiB.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
 
 /// Default of `model.normal_threshold`: a pear is answered normal only when the
