@@ -39,6 +39,26 @@ pub struct Detection {
 }
 
 impl Detection {
+    /// A box from its corners `[x1, y1, x2, y2]`.
+    pub fn from_corners([x1, y1, x2, y2]: [f32; 4], score: f32) -> Detection {
+        Detection {
+            x1,
+            y1,
+            x2,
+            y2,
+            score,
+        }
+    }
+
+    /// A box from the YOLO layout (centre and size); `None` when a corner is not finite.
+    fn from_center(cx: f32, cy: f32, w: f32, h: f32, score: f32) -> Option<Detection> {
+        let d = Detection::from_corners(
+            [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
+            score,
+        );
+        d.corners().iter().all(|v| v.is_finite()).then_some(d)
+    }
+
     pub fn corners(&self) -> [f32; 4] {
         [self.x1, self.y1, self.x2, self.y2]
     }
@@ -106,15 +126,7 @@ pub fn decode_yolo(
             if score.partial_cmp(&conf).is_none_or(|o| o.is_lt()) {
                 return None;
             }
-            let (cx, cy, w, h) = (at(0, i), at(1, i), at(2, i), at(3, i));
-            let d = Detection {
-                x1: cx - w / 2.0,
-                y1: cy - h / 2.0,
-                x2: cx + w / 2.0,
-                y2: cy + h / 2.0,
-                score,
-            };
-            d.corners().iter().all(|v| v.is_finite()).then_some(d)
+            Detection::from_center(at(0, i), at(1, i), at(2, i), at(3, i), score)
         })
         .collect()
 }
@@ -185,18 +197,8 @@ pub fn ultralytics_nms(
             if score.partial_cmp(&p.conf) != Some(std::cmp::Ordering::Greater) {
                 return None;
             }
-            let (cx, cy, w, h) = (at(0, i), at(1, i), at(2, i), at(3, i));
-            let d = Detection {
-                x1: cx - w / 2.0,
-                y1: cy - h / 2.0,
-                x2: cx + w / 2.0,
-                y2: cy + h / 2.0,
-                score,
-            };
-            d.corners()
-                .iter()
-                .all(|v| v.is_finite())
-                .then_some((d, class))
+            Detection::from_center(at(0, i), at(1, i), at(2, i), at(3, i), score)
+                .map(|d| (d, class))
         })
         .collect();
     cands.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
@@ -277,15 +279,10 @@ impl Detector {
                     .zip(imgs)
                     .map(|((c, lb), img)| {
                         nms(c, iou_threshold).first().map(|best| {
-                            let [x1, y1, x2, y2] =
-                                lb.to_source(best.corners(), img.width(), img.height());
-                            Detection {
-                                x1,
-                                y1,
-                                x2,
-                                y2,
-                                score: best.score,
-                            }
+                            Detection::from_corners(
+                                lb.to_source(best.corners(), img.width(), img.height()),
+                                best.score,
+                            )
                         })
                     })
                     .collect())
@@ -333,14 +330,10 @@ impl Detector {
             .find(|(_, c)| *c == p.crop_class)
             .filter(|(d, _)| d.score >= confidence_threshold)
             .map(|(d, _)| {
-                let [x1, y1, x2, y2] = geo.to_source(d.corners(), img.width(), img.height());
-                Detection {
-                    x1,
-                    y1,
-                    x2,
-                    y2,
-                    score: d.score,
-                }
+                Detection::from_corners(
+                    geo.to_source(d.corners(), img.width(), img.height()),
+                    d.score,
+                )
             }))
     }
 

@@ -329,16 +329,7 @@ impl Pipeline {
             .into_iter()
             .zip(imgs)
             .map(|(d, (_, scale))| {
-                d.map(|d| {
-                    let [x1, y1, x2, y2] = scale.box_to_source(d.corners());
-                    Detection {
-                        x1,
-                        y1,
-                        x2,
-                        y2,
-                        score: d.score,
-                    }
-                })
+                d.map(|d| Detection::from_corners(scale.box_to_source(d.corners()), d.score))
             })
             .collect())
     }
