@@ -31,43 +31,41 @@ fn is_string_stop(b: u8) -> bool {
 /// Offset of the first `"`, `\\` or control byte (below 0x20), eight bytes at a time.
 #[inline]
 pub(crate) fn find_string_stop(bytes: &[u8]) -> Option<usize> {
-    let mut chunks = bytes.chunks_exact(8);
-    let mut base = 0;
-    for chunk in chunks.by_ref() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        if has_zero_byte(word ^ QUOTE)
-            || has_zero_byte(word ^ BACKSLASH)
-            || has_byte_below(word, 0x20)
-        {
-            return chunk
-                .iter()
-                .position(|&b| is_string_stop(b))
-                .map(|off| base + off);
-        }
-        base += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| is_string_stop(b))
-        .map(|off| base + off)
+    find_by_words(
+        bytes,
+        |w| has_zero_byte(w ^ QUOTE) || has_zero_byte(w ^ BACKSLASH) || has_byte_below(w, 0x20),
+        is_string_stop,
+    )
 }
 
 /// Offset (from the start of `bytes`) of the first `"` or `\`, eight bytes at a time.
 #[inline]
 pub(crate) fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    find_by_words(
+        bytes,
+        |w| has_zero_byte(w ^ QUOTE) || has_zero_byte(w ^ BACKSLASH),
+        |b| b == b'"' || b == b'\\',
+    )
+}
+
+/// Offset of the first byte with `byte_hit`, reading eight bytes at a time: a word for
+/// which `word_hit` (a little-endian word holds a hit byte) is false is skipped whole;
+/// otherwise, and in the tail, bytes are tested one by one.
+#[inline(always)]
+fn find_by_words(
+    bytes: &[u8],
+    word_hit: impl Fn(u64) -> bool,
+    byte_hit: impl Fn(u8) -> bool,
+) -> Option<usize> {
     let mut chunks = bytes.chunks_exact(8);
     let mut base = 0;
     for chunk in chunks.by_ref() {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        if has_zero_byte(word ^ QUOTE) || has_zero_byte(word ^ BACKSLASH) {
+        if word_hit(u64::from_le_bytes(word)) {
             return chunk
                 .iter()
-                .position(|&b| b == b'"' || b == b'\\')
+                .position(|&b| byte_hit(b))
                 .map(|off| base + off);
         }
         base += 8;
@@ -75,7 +73,7 @@ pub(crate) fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
     chunks
         .remainder()
         .iter()
-        .position(|&b| b == b'"' || b == b'\\')
+        .position(|&b| byte_hit(b))
         .map(|off| base + off)
 }
 
