@@ -200,9 +200,13 @@ impl Peer {
             && self.pending_output() < max_output
     }
 
-    /// Nothing owed and nothing heard for `idle` by `now`.
+    /// Nothing owed and nothing heard for `idle` by `now`. A peer queued for
+    /// the memory budget is never idle: the server stopped reading it, so its
+    /// silence is the server's, and it keeps its place until its turn.
     pub(crate) fn idle(&self, now: Instant, idle: Duration) -> bool {
-        self.in_flight() == 0 && now.duration_since(self.last_active) >= idle
+        self.in_flight() == 0
+            && self.budget_hold.is_none()
+            && now.duration_since(self.last_active) >= idle
     }
 
     /// Ready to be released: closed, or closing with every owed reply written.
@@ -372,5 +376,38 @@ impl Peer {
             self.addr,
             self.close_reason,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FramingMode;
+
+    fn loopback_peer() -> (Peer, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let client = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .expect("connect loopback");
+        let (server, addr) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let framer = Framer::new(FramingMode::Auto, 1 << 20);
+        let peer = Peer::new(TcpStream::from_std(server), addr, Token(7), 1, framer);
+        (peer, client)
+    }
+
+    #[test]
+    fn a_silent_peer_is_idle_unless_it_waits_for_the_budget() {
+        let (mut peer, _client) = loopback_peer();
+        let later = Instant::now() + Duration::from_secs(5);
+        let timeout = Duration::from_secs(1);
+        assert!(!peer.idle(Instant::now(), timeout), "just heard from");
+        assert!(peer.idle(later, timeout), "silent past the timeout");
+        peer.set_budget_hold(Some(0));
+        assert!(
+            !peer.idle(later, timeout),
+            "queued for the memory budget: the silence is the server's"
+        );
+        peer.set_budget_hold(None);
+        assert!(peer.idle(later, timeout));
     }
 }
