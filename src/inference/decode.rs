@@ -19,23 +19,27 @@
 //! full-size decode, whose errors are the ones answered.
 //!
 //! Models fed exactly as the Python original feeds them ([`DecodePlan::LikeOpenCv`])
-//! get every JPEG at full size through `jpeg-decoder`, whose pixels are the closer of
-//! the two pure-Rust decoders to libjpeg-turbo's (OpenCV's `imread`): on the 14 line
-//! photos in `real_pears/dev` at most 3–4 levels and 0.08 on average from OpenCV's,
-//! against 4–5 and 0.15 for zune-jpeg (`image`'s decoder). Anything it cannot give as
-//! 8-bit RGB/grey takes the ordinary full-size path. This module never decides which
-//! plan a model gets: the pipeline does, from the models' metadata.
+//! get every JPEG at full size through libjpeg-turbo's decoder with OpenCV's settings
+//! ([`super::libjpeg`]): the same pixels as the original's `cv2.imread`. Its errors
+//! (a truncated or corrupt file) are answered; only a colour model it leaves to
+//! OpenCV's own code (CMYK, YCCK) takes the ordinary full-size path. This module never
+//! decides which plan a model gets: the pipeline does, from the models' metadata.
 
 use std::io::Cursor;
 use std::panic::catch_unwind;
 
 use image::codecs::jpeg::JpegDecoder;
-use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, RgbImage};
+use image::error::{DecodingError, ImageFormatHint};
+use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageFormat, RgbImage};
 
+use super::libjpeg::{self, LibjpegError};
 use super::preprocess::{rect_window, Rect, Window};
 
 /// Largest decoded image side, in pixels.
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// The JPEG signature (what `with_guessed_format` looks for).
+const JPEG_SIGNATURE: [u8; 3] = [0xFF, 0xD8, 0xFF];
 
 /// The DCT scales `jpeg-decoder` implements, as divisors of the source size.
 const FACTORS: [u32; 3] = [2, 4, 8];
@@ -112,7 +116,7 @@ pub enum DecodePlan {
     /// A large JPEG at the DCT scale that keeps this short side
     /// ([`decode_image_scaled`]); `u32::MAX` = always full size.
     Scaled { min_short_side: u32 },
-    /// Full size, JPEG through `jpeg-decoder`, the closest to OpenCV's pixels
+    /// Full size, JPEG through libjpeg-turbo as OpenCV decodes it
     /// ([`decode_image_like_opencv`]).
     LikeOpenCv,
 }
@@ -151,11 +155,20 @@ pub fn decode_image_scaled(
     decode_image(bytes).map(Decoded::full)
 }
 
-/// Decodes at full size; a JPEG through `jpeg-decoder` (module doc), anything else, or
-/// a JPEG it cannot give as 8-bit RGB/grey, through [`decode_image`].
+/// Decodes at full size; a JPEG through libjpeg-turbo as OpenCV does (module doc),
+/// anything else, or a CMYK/YCCK JPEG, through [`decode_image`].
 pub fn decode_image_like_opencv(bytes: &[u8]) -> Result<Decoded, image::ImageError> {
-    if let Some(d) = decode_jpeg_with_jpeg_decoder(bytes, 1) {
-        return Ok(d);
+    if bytes.starts_with(&JPEG_SIGNATURE) {
+        match libjpeg::decode_like_opencv(bytes, MAX_IMAGE_SIDE) {
+            Ok(image) => return Ok(Decoded::full(image)),
+            Err(LibjpegError::ColourModel(_)) => {}
+            Err(e) => {
+                return Err(image::ImageError::Decoding(DecodingError::new(
+                    ImageFormatHint::Exact(ImageFormat::Jpeg),
+                    e,
+                )))
+            }
+        }
     }
     decode_image(bytes).map(Decoded::full)
 }
@@ -173,8 +186,7 @@ fn decode_jpeg_scaled(bytes: &[u8], min_short_side: u32) -> Option<Decoded> {
 /// (zune-jpeg, as the full path); `None` when the bytes are not a JPEG, its header
 /// does not parse, it is larger than [`MAX_IMAGE_SIDE`] or not 8-bit RGB/grey.
 fn jpeg_header(bytes: &[u8]) -> Option<(u32, u32, u32)> {
-    // The JPEG signature (what `with_guessed_format` looks for).
-    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+    if !bytes.starts_with(&JPEG_SIGNATURE) {
         return None;
     }
     let header = JpegDecoder::new(Cursor::new(bytes)).ok()?;
@@ -342,10 +354,13 @@ mod tests {
             decode_image(&png).expect("png").to_rgb8()
         );
 
+        // A truncated JPEG is an error here (libjpeg would fill the rest with grey).
         let cut = &bytes[..bytes.len() / 3];
-        assert_eq!(
-            decode_image(cut).is_err(),
-            DecodePlan::LikeOpenCv.decode(cut).is_err()
+        let err = DecodePlan::LikeOpenCv.decode(cut).map(drop);
+        assert!(
+            err.as_ref()
+                .is_err_and(|e| e.to_string().contains("truncated JPEG")),
+            "{err:?}"
         );
         assert!(DecodePlan::LikeOpenCv
             .decode(b"\xFF\xD8\xFFnot a jpeg")

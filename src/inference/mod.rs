@@ -10,6 +10,8 @@
 //!   sizes when the pipeline loads: 374 px for the line models, so a 2048×1536 photo
 //!   is decoded at 512×384). PNG and small JPEGs are decoded at full size. Boxes are
 //!   always answered in source pixels.
+//! - [`libjpeg`]: JPEG with OpenCV's pixels (libjpeg-turbo, `cv2.imread`'s settings)
+//!   for models fed exactly as the Python original feeds them.
 //! - [`preprocess`]: letterbox geometry, the fused resize+normalise into CHW tensors.
 //! - [`detector`], [`classifier`]: the two models, their metadata and output decoding.
 //! - [`pipeline`]: detector → crop → classifier, batched per stage.
@@ -18,6 +20,7 @@
 pub mod classifier;
 pub mod decode;
 pub mod detector;
+pub mod libjpeg;
 pub mod metadata;
 pub mod pipeline;
 pub mod preprocess;

@@ -1,0 +1,259 @@
+//! JPEG decoding with OpenCV's pixels, for models fed exactly as the Python original
+//! feeds them ([`super::decode::DecodePlan::LikeOpenCv`]).
+//!
+//! Owns: libjpeg-turbo's decoder (mozjpeg's fork of it, built from vendored C source
+//! by `mozjpeg-sys`, without SIMD) run with the settings of OpenCV's `cv2.imread`: full
+//! size, the accurate integer IDCT (`JDCT_ISLOW`), fancy (triangular) chroma
+//! upsampling, libjpeg's own YCbCr→RGB. OpenCV asks libjpeg-turbo for BGR; the same
+//! conversion written in RGB order gives the same bytes. Grey files stay grey (OpenCV
+//! repeats the grey level in B, G and R, as the pipeline's conversion to RGB does).
+//!
+//! Owns too the containment of libjpeg's errors. libjpeg reports a fatal error by
+//! calling `error_exit`, whose default ends the process; the `mozjpeg` wrapper's error
+//! manager unwinds instead (C compiled with `-fexceptions`) without running the panic
+//! hook, and [`decode_like_opencv`] catches it into a [`LibjpegError`]. libjpeg's
+//! warnings cannot be seen without `unsafe` code (this crate forbids it): the wrapper
+//! drops them. The one that matters, a file cut short (libjpeg would fake the end of
+//! the file and fill the rest with grey, and so would OpenCV), is found before
+//! decoding by walking the file's markers up to its end-of-image marker
+//! ([`check_complete`]). Corrupt entropy-coded data inside a complete file is decoded
+//! as libjpeg and OpenCV decode it.
+//!
+//! Must never: let a libjpeg error or panic leave [`decode_like_opencv`] (no exit, no
+//! unwind into a worker), decode a side above the caller's limit, or decide which
+//! models get this decoder (the pipeline does, from their metadata).
+
+use std::panic::catch_unwind;
+
+use image::{DynamicImage, GrayImage, RgbImage};
+use mozjpeg::{ColorSpace, DctMethod, Decompress};
+
+/// Why a JPEG could not be decoded like OpenCV decodes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LibjpegError {
+    /// The marker walk ran off the end of the data before the end-of-image marker.
+    #[error("truncated JPEG: the file ends before its end-of-image marker")]
+    Truncated,
+    /// A fatal libjpeg error (its message).
+    #[error("damaged or unsupported JPEG: {0}")]
+    Damaged(String),
+    #[error("JPEG of {width}x{height} pixels: larger than {max} a side")]
+    TooLarge {
+        width: usize,
+        height: usize,
+        max: usize,
+    },
+    /// A colour model other than YCbCr, RGB or grey (CMYK, YCCK): OpenCV converts
+    /// those with its own code, not libjpeg's; the caller decides what to do.
+    #[error("JPEG colour model {0} is not decoded by libjpeg here")]
+    ColourModel(&'static str),
+    /// Fewer pixels than the header promised.
+    #[error("JPEG decoding failed: {0}")]
+    Failed(String),
+}
+
+/// Walks the markers of a JPEG from its start-of-image marker: segments by their
+/// length, entropy-coded data after each start-of-scan up to the next marker (a
+/// 0xFF not followed by 0x00 stuffing, a restart marker or fill). Ok when an
+/// end-of-image marker is reached, [`LibjpegError::Truncated`] when the data ends
+/// first. Bytes after the end-of-image marker are ignored, as libjpeg ignores them.
+pub fn check_complete(bytes: &[u8]) -> Result<(), LibjpegError> {
+    let next_ff = |from: usize| {
+        bytes
+            .get(from..)
+            .and_then(|rest| rest.iter().position(|&b| b == 0xFF))
+            .map(|i| from + i)
+    };
+    let mut pos = 2; // after SOI
+    loop {
+        // Junk between segments is skipped (libjpeg warns and does the same).
+        let mut at = next_ff(pos).ok_or(LibjpegError::Truncated)?;
+        while bytes.get(at + 1) == Some(&0xFF) {
+            at += 1; // fill bytes
+        }
+        let marker = *bytes.get(at + 1).ok_or(LibjpegError::Truncated)?;
+        pos = at + 2;
+        match marker {
+            0xD9 => return Ok(()),
+            // Stand-alone markers (restart, TEM) and a stray stuffed 0x00.
+            0xD0..=0xD7 | 0x01 | 0x00 => continue,
+            _ => {}
+        }
+        let high = *bytes.get(pos).ok_or(LibjpegError::Truncated)?;
+        let low = *bytes.get(pos + 1).ok_or(LibjpegError::Truncated)?;
+        pos += usize::from(u16::from_be_bytes([high, low]));
+        if pos > bytes.len() {
+            return Err(LibjpegError::Truncated);
+        }
+        if marker == 0xDA {
+            // Entropy-coded data: up to the first real marker.
+            loop {
+                let ff = next_ff(pos).ok_or(LibjpegError::Truncated)?;
+                match bytes.get(ff + 1) {
+                    None => return Err(LibjpegError::Truncated),
+                    Some(0x00 | 0xD0..=0xD7 | 0xFF) => pos = ff + 1,
+                    Some(_) => {
+                        pos = ff;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decodes JPEG `bytes` at full size exactly as OpenCV's `imread` (module doc): RGB
+/// for YCbCr and RGB files, grey for grey ones; a side above `max_side` pixels is
+/// refused before decoding. Never panics, never exits.
+pub fn decode_like_opencv(bytes: &[u8], max_side: u32) -> Result<DynamicImage, LibjpegError> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Err(LibjpegError::Damaged("not a JPEG file".to_owned()));
+    }
+    check_complete(bytes)?;
+    catch_unwind(|| decode_unguarded(bytes, max_side as usize))
+        .unwrap_or_else(|payload| Err(LibjpegError::Damaged(panic_text(payload.as_ref()))))
+}
+
+/// The text of what unwound out of the decoder: the wrapper's "libjpeg fatal error:
+/// …" message (a `String`), or a panic's message.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else {
+        "the JPEG decoder failed".to_owned()
+    }
+}
+
+fn decode_unguarded(bytes: &[u8], max: usize) -> Result<DynamicImage, LibjpegError> {
+    let io = |e: std::io::Error| LibjpegError::Failed(e.to_string());
+    let mut header = Decompress::new_mem(bytes).map_err(io)?;
+    let (width, height) = header.size();
+    if width > max || height > max {
+        return Err(LibjpegError::TooLarge { width, height, max });
+    }
+    // OpenCV's settings, which are also libjpeg's defaults: say them anyway.
+    header.dct_method(DctMethod::IntegerSlow);
+    header.do_fancy_upsampling(true);
+    let grey = match header.color_space() {
+        ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => false,
+        ColorSpace::JCS_GRAYSCALE => true,
+        ColorSpace::JCS_CMYK => return Err(LibjpegError::ColourModel("CMYK")),
+        ColorSpace::JCS_YCCK => return Err(LibjpegError::ColourModel("YCCK")),
+        _ => return Err(LibjpegError::ColourModel("unknown")),
+    };
+    let mut started = if grey {
+        header.grayscale()
+    } else {
+        header.rgb()
+    }
+    .map_err(io)?;
+    let (w, h) = (started.width(), started.height());
+    let pixels: Vec<u8> = started.read_scanlines().map_err(io)?;
+    started.finish().map_err(io)?;
+    let short = || LibjpegError::Failed(format!("fewer pixels than {w}x{h}"));
+    let (w32, h32) = (
+        u32::try_from(w).map_err(|_| short())?,
+        u32::try_from(h).map_err(|_| short())?,
+    );
+    let image = if grey {
+        DynamicImage::ImageLuma8(GrayImage::from_raw(w32, h32, pixels).ok_or_else(short)?)
+    } else {
+        DynamicImage::ImageRgb8(RgbImage::from_raw(w32, h32, pixels).ok_or_else(short)?)
+    };
+    Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line-camera sample shipped in `samples/` (baseline, 4:2:0).
+    fn sample() -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/normal_01.jpg");
+        std::fs::read(path).expect("samples/normal_01.jpg")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<DynamicImage, LibjpegError> {
+        decode_like_opencv(bytes, 16_384)
+    }
+
+    #[test]
+    fn decodes_rgb_and_grey_at_full_size() {
+        let bytes = sample();
+        let img = decode(&bytes).expect("decode");
+        let rgb = img.as_rgb8().expect("rgb");
+        let other = image::load_from_memory(&bytes).expect("zune").to_rgb8();
+        assert_eq!(rgb.dimensions(), other.dimensions());
+        // A side limit below the photo's: refused before decoding.
+        let (w, h) = rgb.dimensions();
+        assert_eq!(
+            decode_like_opencv(&bytes, w.min(h) - 1).map(drop),
+            Err(LibjpegError::TooLarge {
+                width: w as usize,
+                height: h as usize,
+                max: w.min(h) as usize - 1,
+            })
+        );
+        // Same file through another decoder: a few levels apart at most.
+        let worst = rgb
+            .as_raw()
+            .iter()
+            .zip(other.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max();
+        assert!(worst.is_some_and(|w| w <= 8), "{worst:?}");
+
+        let grey = GrayImage::from_fn(64, 40, |x, _| image::Luma([(x * 4) as u8]));
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut out)
+            .encode_image(&grey)
+            .expect("encode");
+        let img = decode(&out).expect("grey");
+        assert_eq!(img.as_luma8().map(|g| g.dimensions()), Some((64, 40)));
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_not_grey_pixels() {
+        let bytes = sample();
+        for cut in [3, 40, bytes.len() / 3, bytes.len() - 2, bytes.len() - 1] {
+            let got = decode(&bytes[..cut]).map(drop);
+            assert_eq!(got, Err(LibjpegError::Truncated), "cut at {cut}");
+        }
+        // Whole file, and junk after its end-of-image marker (ignored).
+        assert_eq!(check_complete(&bytes), Ok(()));
+        let mut tail = bytes.clone();
+        tail.extend_from_slice(b"\0\xFFjunk");
+        assert_eq!(decode(&tail), decode(&bytes));
+    }
+
+    #[test]
+    fn garbage_and_corrupt_headers_are_errors() {
+        for bad in [
+            &b""[..],
+            b"\xFF\xD8",
+            b"\xFF\xD8\xFFnot a jpeg at all",
+            b"\x89PNG\r\n\x1a\n",
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+        let bytes = sample();
+        let sof = bytes
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("SOF0");
+        // 7-bit samples; then a frame 0 pixels wide. libjpeg's fatal errors, caught.
+        // (frame header bytes, their new value, what libjpeg says)
+        for (at, value, says) in [(4..5, 7, "precision"), (7..9, 0, "Empty")] {
+            let mut bad = bytes.clone();
+            bad[sof + at.start..sof + at.end].fill(value);
+            match decode(&bad).map(drop) {
+                Err(LibjpegError::Damaged(message)) => {
+                    assert!(message.contains(says), "{message}")
+                }
+                other => panic!("{says}: {other:?}"),
+            }
+        }
+    }
+}
