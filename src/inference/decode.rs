@@ -5,8 +5,11 @@
 //! (`ceil(short / n)`) is still at least the pipeline's minimum short side
 //! ([`crate::inference::Pipeline::min_decode_side`], computed once when the models
 //! load); otherwise, and for PNG and every other format, at full size as before. The
-//! scaled decode uses `jpeg-decoder`'s reduced IDCTs (an 8×8 block becomes 4×4, 2×2
-//! or 1×1 pixels), which also spares the resize from full size that would follow.
+//! scaled decode uses libjpeg-turbo's reduced IDCTs ([`super::libjpeg::decode_scaled`]:
+//! an 8×8 block becomes 4×4, 2×2 or 1×1 pixels), which also spares the resize from
+//! full size that would follow. (It was `jpeg-decoder`'s until libjpeg-turbo came in
+//! for the original's models: same scales, its entropy decoding is faster;
+//! `cargo bench --bench jpeg_decode`.)
 //! A 2048×1536 photo with the line models (minimum 374) is decoded at 1/4, 512×384.
 //!
 //! Whatever the scale, the image keeps its [`DecodeScale`]: the factor and the source
@@ -14,8 +17,8 @@
 //! answered bbox does not depend on the scale) and maps the classifier's crop, chosen
 //! in source pixels, onto the decoded pixels.
 //!
-//! Any surprise on the scaled path (a colour model other than 8-bit RGB/grey, a size
-//! `jpeg-decoder` scales differently, an error or a panic inside it) falls back to the
+//! Any surprise on the scaled path (a colour model other than YCbCr/RGB/grey, a size
+//! libjpeg scales differently, a truncated file, any libjpeg error) falls back to the
 //! full-size decode, whose errors are the ones answered.
 //!
 //! Models fed exactly as the Python original feeds them ([`DecodePlan::LikeOpenCv`])
@@ -26,11 +29,9 @@
 //! decides which plan a model gets: the pipeline does, from the models' metadata.
 
 use std::io::Cursor;
-use std::panic::catch_unwind;
 
-use image::codecs::jpeg::JpegDecoder;
 use image::error::{DecodingError, ImageFormatHint};
-use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageFormat, RgbImage};
+use image::{DynamicImage, ImageFormat};
 
 use super::libjpeg::{self, LibjpegError};
 use super::preprocess::{rect_window, Rect, Window};
@@ -41,7 +42,7 @@ pub const MAX_IMAGE_SIDE: u32 = 16_384;
 /// The JPEG signature (what `with_guessed_format` looks for).
 const JPEG_SIGNATURE: [u8; 3] = [0xFF, 0xD8, 0xFF];
 
-/// The DCT scales `jpeg-decoder` implements, as divisors of the source size.
+/// The DCT scales the scaled path uses (libjpeg's 4/8, 2/8, 1/8), as divisors of the source size.
 const FACTORS: [u32; 3] = [2, 4, 8];
 
 /// How a decoded image relates to the file's (source) pixels: decoded pixel `(x, y)`
@@ -175,64 +176,15 @@ pub fn decode_image_like_opencv(bytes: &[u8]) -> Result<Decoded, image::ImageErr
 
 /// The scaled JPEG path; `None` = use the full-size path.
 fn decode_jpeg_scaled(bytes: &[u8], min_short_side: u32) -> Option<Decoded> {
-    let (width, height, _) = jpeg_header(bytes)?;
-    match scale_factor(width, height, min_short_side) {
-        1 => None,
-        factor => decode_jpeg_with_jpeg_decoder(bytes, factor),
-    }
-}
-
-/// A JPEG's width, height and channels (3 for RGB, 1 for grey) from its header
-/// (zune-jpeg, as the full path); `None` when the bytes are not a JPEG, its header
-/// does not parse, it is larger than [`MAX_IMAGE_SIDE`] or not 8-bit RGB/grey.
-fn jpeg_header(bytes: &[u8]) -> Option<(u32, u32, u32)> {
-    if !bytes.starts_with(&JPEG_SIGNATURE) {
-        return None;
-    }
-    let header = JpegDecoder::new(Cursor::new(bytes)).ok()?;
-    let (width, height) = header.dimensions();
+    let (width, height) = libjpeg::dimensions(bytes)?;
     if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
         return None;
     }
-    match header.color_type() {
-        ColorType::Rgb8 => Some((width, height, 3)),
-        ColorType::L8 => Some((width, height, 1)),
-        _ => None,
-    }
-}
-
-/// `jpeg-decoder` at 1/`factor` (1, 2, 4 or 8); `None` for anything but 8-bit RGB or
-/// grey output of the expected size, an error or a panic inside it.
-fn decode_jpeg_with_jpeg_decoder(bytes: &[u8], factor: u32) -> Option<Decoded> {
-    let (width, height, channels) = jpeg_header(bytes)?;
-    let (w, h) = (width.div_ceil(factor), height.div_ceil(factor));
-    let (req_w, req_h) = (u16::try_from(w).ok()?, u16::try_from(h).ok()?);
-    let expected = (w as usize) * (h as usize) * (channels as usize);
-    let pixels = catch_unwind(|| {
-        let mut dec = jpeg_decoder::Decoder::new(bytes);
-        // Four bytes per pixel at most (CMYK): a larger output is not this image.
-        dec.set_max_decoding_buffer_size((w as usize) * (h as usize) * 4);
-        if factor > 1 {
-            // `scale` picks the smallest IDCT whose output reaches the request in one
-            // axis: exactly 8 / factor for these sizes (checked below).
-            let got = dec.scale(req_w, req_h).ok()?;
-            if got != (req_w, req_h) {
-                return None;
-            }
-        }
-        dec.decode().ok()
-    })
-    .ok()
-    .flatten()?;
-    // A CMYK file (4 bytes a pixel here, converted to RGB by the full path) or any
-    // other mismatch: full size through `decode_image`.
-    if pixels.len() != expected {
+    let factor = scale_factor(width, height, min_short_side);
+    if factor == 1 {
         return None;
     }
-    let image = match channels {
-        3 => DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, pixels)?),
-        _ => DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, pixels)?),
-    };
+    let image = libjpeg::decode_scaled(bytes, MAX_IMAGE_SIDE, factor).ok()?;
     Some(Decoded {
         image,
         scale: DecodeScale {
@@ -246,6 +198,7 @@ fn decode_jpeg_with_jpeg_decoder(bytes: &[u8], factor: u32) -> Option<Decoded> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::{GrayImage, RgbImage};
 
     #[test]
     fn factor_keeps_the_short_side() {

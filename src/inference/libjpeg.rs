@@ -19,9 +19,14 @@
 //! ([`check_complete`]). Corrupt entropy-coded data inside a complete file is decoded
 //! as libjpeg and OpenCV decode it.
 //!
-//! Must never: let a libjpeg error or panic leave [`decode_like_opencv`] (no exit, no
-//! unwind into a worker), decode a side above the caller's limit, or decide which
-//! models get this decoder (the pipeline does, from their metadata).
+//! The same decoder, with the same settings, also decodes large photos at 1/2, 1/4 or
+//! 1/8 in the DCT domain for the line models ([`decode_scaled`]: libjpeg's reduced
+//! IDCTs; the caller chooses the factor).
+//!
+//! Must never: let a libjpeg error or panic leave [`decode_like_opencv`] or
+//! [`decode_scaled`] (no exit, no unwind into a worker), decode a side above the
+//! caller's limit, or decide which models get this decoder or at what scale (the
+//! pipeline and `decode` do, from the models' metadata).
 
 use std::panic::catch_unwind;
 
@@ -106,12 +111,39 @@ pub fn check_complete(bytes: &[u8]) -> Result<(), LibjpegError> {
 /// for YCbCr and RGB files, grey for grey ones; a side above `max_side` pixels is
 /// refused before decoding. Never panics, never exits.
 pub fn decode_like_opencv(bytes: &[u8], max_side: u32) -> Result<DynamicImage, LibjpegError> {
+    decode_scaled(bytes, max_side, 1)
+}
+
+/// Decodes JPEG `bytes` at 1/`factor` of their size (1, 2, 4 or 8; each side
+/// `ceil(side / factor)`) with the settings of [`decode_like_opencv`], which is
+/// `factor` 1. Never panics, never exits.
+pub fn decode_scaled(
+    bytes: &[u8],
+    max_side: u32,
+    factor: u32,
+) -> Result<DynamicImage, LibjpegError> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return Err(LibjpegError::Damaged("not a JPEG file".to_owned()));
     }
+    let eighths = match factor {
+        1 | 2 | 4 | 8 => (8 / factor) as u8,
+        _ => return Err(LibjpegError::Failed(format!("no 1/{factor} scale"))),
+    };
     check_complete(bytes)?;
-    catch_unwind(|| decode_unguarded(bytes, max_side as usize))
+    catch_unwind(|| decode_unguarded(bytes, max_side as usize, eighths))
         .unwrap_or_else(|payload| Err(LibjpegError::Damaged(panic_text(payload.as_ref()))))
+}
+
+/// A JPEG's width and height from its header, or `None` when `bytes` are not a
+/// JPEG libjpeg can read the header of. Never panics, never exits.
+pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let (w, h) = catch_unwind(|| Decompress::new_mem(bytes).ok().map(|d| d.size()))
+        .ok()
+        .flatten()?;
+    Some((u32::try_from(w).ok()?, u32::try_from(h).ok()?))
 }
 
 /// The text of what unwound out of the decoder: the wrapper's "libjpeg fatal error:
@@ -126,7 +158,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn decode_unguarded(bytes: &[u8], max: usize) -> Result<DynamicImage, LibjpegError> {
+fn decode_unguarded(bytes: &[u8], max: usize, eighths: u8) -> Result<DynamicImage, LibjpegError> {
     let io = |e: std::io::Error| LibjpegError::Failed(e.to_string());
     let mut header = Decompress::new_mem(bytes).map_err(io)?;
     let (width, height) = header.size();
@@ -136,6 +168,7 @@ fn decode_unguarded(bytes: &[u8], max: usize) -> Result<DynamicImage, LibjpegErr
     // OpenCV's settings, which are also libjpeg's defaults: say them anyway.
     header.dct_method(DctMethod::IntegerSlow);
     header.do_fancy_upsampling(true);
+    header.scale(eighths);
     let grey = match header.color_space() {
         ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => false,
         ColorSpace::JCS_GRAYSCALE => true,
@@ -150,6 +183,12 @@ fn decode_unguarded(bytes: &[u8], max: usize) -> Result<DynamicImage, LibjpegErr
     }
     .map_err(io)?;
     let (w, h) = (started.width(), started.height());
+    let scaled = |side: usize| (side * usize::from(eighths)).div_ceil(8);
+    if (w, h) != (scaled(width), scaled(height)) {
+        return Err(LibjpegError::Failed(format!(
+            "{width}x{height} at {eighths}/8 came out {w}x{h}"
+        )));
+    }
     let pixels: Vec<u8> = started.read_scanlines().map_err(io)?;
     started.finish().map_err(io)?;
     let short = || LibjpegError::Failed(format!("fewer pixels than {w}x{h}"));
@@ -255,5 +294,42 @@ mod tests {
                 other => panic!("{says}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn scaled_decoding_gives_the_rounded_up_sides_and_the_same_picture() {
+        let bytes = sample();
+        let (w, h) = dimensions(&bytes).expect("header");
+        let full = decode(&bytes).expect("full").to_rgb8();
+        assert_eq!(full.dimensions(), (w, h));
+        for factor in [2u32, 4, 8] {
+            let img = decode_scaled(&bytes, 16_384, factor)
+                .expect("scaled")
+                .to_rgb8();
+            assert_eq!(img.dimensions(), (w.div_ceil(factor), h.div_ceil(factor)));
+            // Each scaled pixel is close to the mean of the full-size block it covers
+            // (sample away from the edges, where blocks are cut).
+            let (x, y) = (img.width() / 2, img.height() / 2);
+            for c in 0..3 {
+                let mut sum = 0u32;
+                for dy in 0..factor {
+                    for dx in 0..factor {
+                        sum += u32::from(full.get_pixel(x * factor + dx, y * factor + dy)[c]);
+                    }
+                }
+                let mean = sum / (factor * factor);
+                let got = u32::from(img.get_pixel(x, y)[c]);
+                assert!(
+                    got.abs_diff(mean) <= 12,
+                    "1/{factor} channel {c}: {got} vs {mean}"
+                );
+            }
+        }
+        assert!(matches!(
+            decode_scaled(&bytes, 16_384, 3),
+            Err(LibjpegError::Failed(_))
+        ));
+        assert_eq!(dimensions(b"not a jpeg"), None);
+        assert_eq!(dimensions(&bytes[..20]), None);
     }
 }
