@@ -27,10 +27,15 @@
 //! (a truncated or corrupt file) are answered; only a colour model it leaves to
 //! OpenCV's own code (CMYK, YCCK) takes the ordinary full-size path. This module never
 //! decides which plan a model gets: the pipeline does, from the models' metadata.
+//!
+//! On either plan a JPEG is then turned as its EXIF orientation tag says, as the
+//! original's `cv2.imread` turns it ([`Decoded::oriented`]; a photo from a camera held
+//! on its side is classified upright, and its box is in the upright photo's pixels).
 
 use std::io::Cursor;
 
 use image::error::{DecodingError, ImageFormatHint};
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat};
 
 use super::libjpeg::{self, LibjpegError};
@@ -97,6 +102,24 @@ impl Decoded {
         let scale = DecodeScale::full(image.width(), image.height());
         Decoded { image, scale }
     }
+
+    /// The image turned (rotated and/or mirrored) by `turn`; the source size turns
+    /// with it, so boxes map to the source as the turned photo shows it (what the
+    /// original answers: it turns the photo on reading).
+    pub fn oriented(mut self, turn: Orientation) -> Decoded {
+        self.image.apply_orientation(turn);
+        if matches!(
+            turn,
+            Orientation::Rotate90
+                | Orientation::Rotate270
+                | Orientation::Rotate90FlipH
+                | Orientation::Rotate270FlipH
+        ) {
+            let s = &mut self.scale;
+            std::mem::swap(&mut s.source_width, &mut s.source_height);
+        }
+        self
+    }
 }
 
 /// The largest factor of 1, 2, 4, 8 that keeps the short side of a `width` × `height`
@@ -123,12 +146,17 @@ pub enum DecodePlan {
 }
 
 impl DecodePlan {
-    /// Decodes `bytes` by this plan.
+    /// Decodes `bytes` by this plan, turned as a JPEG's EXIF orientation says (as the
+    /// original's `cv2.imread` turns them, on either plan).
     pub fn decode(self, bytes: &[u8]) -> Result<Decoded, image::ImageError> {
-        match self {
+        let decoded = match self {
             DecodePlan::Scaled { min_short_side } => decode_image_scaled(bytes, min_short_side),
             DecodePlan::LikeOpenCv => decode_image_like_opencv(bytes),
-        }
+        }?;
+        Ok(match libjpeg::exif_orientation(bytes) {
+            Some(turn) => decoded.oriented(turn),
+            None => decoded,
+        })
     }
 }
 
@@ -254,6 +282,68 @@ mod tests {
             .encode_image(&img)
             .expect("encode");
         out
+    }
+
+    /// `bytes` with an APP1 EXIF segment (big-endian TIFF, one IFD entry: orientation
+    /// `exif`) right after the start-of-image marker, as cameras write it.
+    fn with_exif_orientation(bytes: &[u8], exif: u16) -> Vec<u8> {
+        let mut tiff = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+        tiff.extend_from_slice(&[0x01, 0x12, 0x00, 0x03, 0, 0, 0, 1]); // tag, SHORT, count 1
+        tiff.extend_from_slice(&exif.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // pad, next IFD = none
+        let mut out = bytes[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&u16::try_from(tiff.len() + 2).expect("small").to_be_bytes());
+        out.extend_from_slice(&tiff);
+        out.extend_from_slice(&bytes[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_turns_the_photo_on_both_plans() {
+        let plain = jpeg(803, 602);
+        assert_eq!(libjpeg::exif_orientation(&plain), None);
+        // 6 = turn 90° clockwise to show it upright (a camera held on its side).
+        let tagged = with_exif_orientation(&plain, 6);
+        assert_eq!(
+            libjpeg::exif_orientation(&tagged),
+            Some(Orientation::Rotate90)
+        );
+        for plan in [
+            DecodePlan::LikeOpenCv,
+            DecodePlan::Scaled {
+                min_short_side: 150,
+            },
+        ] {
+            let upright = plan.decode(&plain).expect("plain");
+            let turned = plan.decode(&tagged).expect("tagged");
+            let (w, h) = (upright.image.width(), upright.image.height());
+            assert_eq!(
+                (turned.image.width(), turned.image.height()),
+                (h, w),
+                "{plan:?}"
+            );
+            assert_eq!(
+                (turned.scale.source_width, turned.scale.source_height),
+                (602, 803),
+                "{plan:?}"
+            );
+            assert_eq!(turned.scale.factor, upright.scale.factor);
+            // Same pixels, turned: the tag changes nothing else.
+            let expect = image::imageops::rotate90(&upright.image.to_rgb8());
+            assert!(turned.image.to_rgb8() == expect, "{plan:?}");
+        }
+        // 1 = as stored; an unknown value or a cut segment = no turn, still decoded.
+        assert_eq!(
+            libjpeg::exif_orientation(&with_exif_orientation(&plain, 1)),
+            Some(Orientation::NoTransforms)
+        );
+        assert_eq!(
+            libjpeg::exif_orientation(&with_exif_orientation(&plain, 9)),
+            None
+        );
+        let cut = with_exif_orientation(&plain, 6);
+        assert_eq!(libjpeg::exif_orientation(&cut[..20]), None);
     }
 
     #[test]

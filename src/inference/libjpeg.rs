@@ -19,6 +19,9 @@
 //! ([`check_complete`]). Corrupt entropy-coded data inside a complete file is decoded
 //! as libjpeg and OpenCV decode it.
 //!
+//! Reads too the EXIF orientation tag that `imread` applies ([`exif_orientation`]; the
+//! turn itself is `decode`'s).
+//!
 //! The same decoder, with the same settings, also decodes large photos at 1/2, 1/4 or
 //! 1/8 in the DCT domain for the line models ([`decode_scaled`]: libjpeg's reduced
 //! IDCTs; the caller chooses the factor).
@@ -30,6 +33,7 @@
 
 use std::panic::catch_unwind;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
 use mozjpeg::{ColorSpace, DctMethod, Decompress};
 
@@ -132,6 +136,38 @@ pub fn decode_scaled(
     check_complete(bytes)?;
     catch_unwind(|| decode_unguarded(bytes, max_side as usize, eighths))
         .unwrap_or_else(|payload| Err(LibjpegError::Damaged(panic_text(payload.as_ref()))))
+}
+
+/// The orientation a JPEG's EXIF block asks for (tag 0x0112 of the first APP1
+/// "Exif" segment before the first scan), which OpenCV's `imread` applies by default;
+/// `None` when there is no such tag or it cannot be read (no turn). Bounded by the
+/// file: a segment length past the end stops the search.
+pub fn exif_orientation(bytes: &[u8]) -> Option<Orientation> {
+    let mut pos = 2; // after SOI
+    loop {
+        if *bytes.get(pos)? != 0xFF {
+            return None; // not a marker where one must be: leave it to the decoder
+        }
+        let mut at = pos;
+        while bytes.get(at + 1) == Some(&0xFF) {
+            at += 1; // fill bytes
+        }
+        let marker = *bytes.get(at + 1)?;
+        pos = at + 2;
+        match marker {
+            0xDA | 0xD9 => return None, // first scan or end: no EXIF before it
+            0xD0..=0xD7 | 0x01 => continue,
+            _ => {}
+        }
+        let len = usize::from(u16::from_be_bytes([*bytes.get(pos)?, *bytes.get(pos + 1)?]));
+        let segment = bytes.get(pos + 2..pos.checked_add(len)?)?;
+        if marker == 0xE1 {
+            if let Some(tiff) = segment.strip_prefix(b"Exif\0\0") {
+                return Orientation::from_exif_chunk(tiff);
+            }
+        }
+        pos += len;
+    }
 }
 
 /// A JPEG's width and height from its header, or `None` when `bytes` are not a
