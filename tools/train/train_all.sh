@@ -32,12 +32,14 @@ mkdir -p runs
 
 # 1. the classifier: [fine-tuned Lite0 tail,] cached Lite0 features, leave-one-fruit-out recipe, head, export
 BACKBONE=()
+VISIBLE=0
 if [ "$FINETUNE" = 1 ]; then
   THREADS=$THREADS $P finetune.py --scenes "$FT_SCENES" --val "$FT_VAL" --from-block "$FT_FROM" --epochs "$FT_EPOCHS" \
     --cache runs/ft_cache.npz --out runs/ft.pt
   BACKBONE=(--backbone runs/ft.pt)
+  VISIBLE=1   # the head's generated scenes as the session-5 experiment measured them
 fi
-THREADS=$THREADS $P features.py --out runs/feats.npz --synthetic "$SYN" --views 12 --painted 12 "${BACKBONE[@]}"
+VISIBLE_DEFECTS=$VISIBLE THREADS=$THREADS $P features.py --out runs/feats.npz --synthetic "$SYN" --views 12 --painted 12 "${BACKBONE[@]}"
 $P train_line_classifier.py --feats runs/feats.npz --onnx ../../models/pear_classifier.onnx "${BACKBONE[@]}"
 # 2. the detector (generated line scenes only; the dev photos stay held out for it)
 $P train_line_detector.py --scenes "$DET_SCENES" --epochs "$DET_EPOCHS" --threads "$THREADS" \
