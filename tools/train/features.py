@@ -1,12 +1,17 @@
 """Cached Lite0 features for the classifier experiments and training.
 
     python features.py --out runs/feats.npz [--synthetic 800] [--views 16] [--painted 12]
+    python features.py ... --trunk-cache runs/trunk.npz --backbone runs/ft_b5.pt
 
 Writes, for each input mode (`whole` frame, `crop` = detector box with 10 % margin):
 the pooled Lite0 features of augmented views of each dev photo (`real_*`), of
 painted-defect versions of each dev photo (`paint_*`, source photo index kept so a
 fold never trains on a painted copy of its held-out photo), and of generated line
 scenes (`syn_*`), plus the plain (unaugmented) view of each dev photo (`test_*`).
+
+`--backbone` embeds with a fine-tuned Lite0 tail (`finetune.py`) instead of the ImageNet
+one; `--trunk-cache` keeps the frozen trunk's activations of every view (same options,
+same views) so that each further backbone only runs the tail.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageEnhance
 
-from lite0 import MEAN, STD, load_lite0
+from lite0 import MEAN, STD, load_backbone, pooled_tail, trunk
 from line_gen import make_line_scene
 from real import dev_photos, paint_defect, pear_box, pear_mask
 
@@ -73,25 +78,33 @@ def _val(i):
     return c, cls
 
 
-def embed(model, arr):
+def to_input(arr):
+    """NHWC uint8 views -> NCHW float tensor, ImageNet mean/std."""
+    x = (arr.astype(np.float32) / 255.0 - MEAN) / STD
+    return torch.from_numpy(x.transpose(0, 3, 1, 2)).float()
+
+
+def trunk_acts(model, arr):
     out = []
     for k in range(0, len(arr), 32):
-        x = (arr[k:k + 32].astype(np.float32) / 255.0 - MEAN) / STD
         with torch.no_grad():
-            f = model.forward_features(torch.from_numpy(x.transpose(0, 3, 1, 2)).float())
-        out.append(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1).numpy())
+            out.append(trunk(model, to_input(arr[k:k + 32])).numpy())
     return np.concatenate(out)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="runs/feats.npz")
-    ap.add_argument("--synthetic", type=int, default=800)
-    ap.add_argument("--views", type=int, default=16)
-    ap.add_argument("--painted", type=int, default=12)
-    ap.add_argument("--val", type=int, default=0, help="generated validation scenes (seed SEED_VAL)")
-    a = ap.parse_args()
-    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+def tail_feats(model, acts):
+    out = []
+    for k in range(0, len(acts), 64):
+        with torch.no_grad():
+            out.append(pooled_tail(model, torch.from_numpy(acts[k:k + 64])).numpy())
+    return np.concatenate(out)
+
+
+IMAGE_KEYS = ("real_w", "real_c", "paint_w", "paint_c", "test_w", "test_c", "bg_w", "bgtest_w", "syn_w", "syn_c", "val_c")
+
+
+def build_views(a):
+    """Every view as uint8 arrays (keys IMAGE_KEYS) and the labels, deterministic."""
     photos = dev_photos()
     rng = np.random.default_rng(11)
     small, boxes, masks = [], [], []
@@ -123,19 +136,46 @@ def main():
     with Pool(int(os.environ.get('PROCS', '2'))) as pool:
         syn = pool.map(_syn, range(a.synthetic), chunksize=8)
         val = pool.map(_val, range(a.val), chunksize=8)
-    model = load_lite0()
     out = {"labels": np.array([p[1] for p in photos]), "fruits": np.array([p[2] for p in photos]),
            "cameras": np.array([p[3] for p in photos]), "names": np.array([os.path.basename(p[0]) for p in photos])}
     for k in ("real_i", "paint_i", "paint_y"):
         out[k] = np.array(data[k])
-    for k in ("real_w", "real_c", "paint_w", "paint_c", "test_w", "test_c", "bg_w", "bgtest_w"):
-        out[k] = embed(model, np.stack(data[k]))
-    out["syn_w"] = embed(model, np.stack([s[0] for s in syn]))
-    out["syn_c"] = embed(model, np.stack([s[1] for s in syn]))
+    imgs = {k: np.stack(data[k]) for k in IMAGE_KEYS[:8]}
+    imgs["syn_w"] = np.stack([s[0] for s in syn])
+    imgs["syn_c"] = np.stack([s[1] for s in syn])
     out["syn_y"] = np.array([s[2] for s in syn])
     if val:
-        out["val_c"] = embed(model, np.stack([v[0] for v in val]))
+        imgs["val_c"] = np.stack([v[0] for v in val])
         out["val_y"] = np.array([v[1] for v in val])
+    return out, imgs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="runs/feats.npz")
+    ap.add_argument("--synthetic", type=int, default=800)
+    ap.add_argument("--views", type=int, default=16)
+    ap.add_argument("--painted", type=int, default=12)
+    ap.add_argument("--val", type=int, default=0, help="generated validation scenes (seed SEED_VAL)")
+    ap.add_argument("--backbone", default=None, help="fine-tuned tail (finetune.py); default the ImageNet one")
+    ap.add_argument("--trunk-cache", default=None, help="npz of the trunk's activations, written once, then reused")
+    a = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+    model = load_backbone(a.backbone)
+    key = f"syn{a.synthetic}_views{a.views}_painted{a.painted}_val{a.val}_visible{int(VISIBLE)}"
+    if a.trunk_cache and os.path.exists(a.trunk_cache):
+        cache = dict(np.load(a.trunk_cache))
+        if str(cache.pop("key")) != key:
+            raise SystemExit(f"{a.trunk_cache} was made with other options than {key}")
+        out = {k: v for k, v in cache.items() if not k.startswith("act_")}
+        acts = {k[4:]: v for k, v in cache.items() if k.startswith("act_")}
+    else:
+        out, imgs = build_views(a)
+        acts = {k: trunk_acts(model, v) for k, v in imgs.items()}
+        if a.trunk_cache:
+            np.savez(a.trunk_cache, key=key, **out, **{f"act_{k}": v for k, v in acts.items()})
+    for k, v in acts.items():
+        out[k] = tail_feats(model, v)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     np.savez_compressed(a.out, **out)
     print("wrote", a.out, {k: v.shape for k, v in out.items()})

@@ -44,3 +44,43 @@ def load_lite0(num_classes: int = 1000) -> torch.nn.Module:
 def block_of(key: str):
     m = re.match(r"blocks\.(\d+)\.", key)
     return int(m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------------------
+# The backbone split in two for fine-tuning (finetune.py): a frozen trunk (stem and
+# blocks[:SPLIT] = stages 0-4, output 112 channels at stride 16) whose activations are
+# cached once per image, and a tail (stages 5-6, conv_head, bn2) that may be fine-tuned.
+
+SPLIT = 5
+TAIL_PREFIXES = tuple(f"blocks.{s}." for s in range(SPLIT, 7)) + ("conv_head.", "bn2.")
+
+
+def trunk(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Stem and stages 0-4: the part that stays ImageNet."""
+    return model.blocks[:SPLIT](model.bn1(model.conv_stem(x)))
+
+
+def pooled_tail(model: torch.nn.Module, a: torch.Tensor, start: int = SPLIT) -> torch.Tensor:
+    """Blocks `start`.. onwards, conv_head, bn2 on trunk activations `a`, then the
+    average- and max-pooled features (2 x 1280) the classifier head reads.
+    trunk + pooled_tail = forward_features + pooling."""
+    f = model.bn2(model.conv_head(model.blocks[start:](a)))
+    return torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)
+
+
+def tail_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TAIL_PREFIXES)}
+
+
+def load_backbone(tail_path: str | None = None) -> torch.nn.Module:
+    """ImageNet Lite0, with its tail replaced by a fine-tuned one (`finetune.py`'s
+    output) when `tail_path` is given; loaded strictly (every tail tensor, nothing else)."""
+    model = load_lite0()
+    if tail_path:
+        tail = torch.load(tail_path, map_location="cpu")
+        state = model.state_dict()
+        if set(tail) != {k for k in state if k.startswith(TAIL_PREFIXES)}:
+            raise RuntimeError(f"{tail_path}: not a Lite0 tail state dict")
+        state.update(tail)
+        model.load_state_dict(state, strict=True)
+    return model.eval()

@@ -5,6 +5,8 @@ SEED_VAL, never the seed eval_line.py reports, never trained on).
 
     VISIBLE_DEFECTS=1 python features.py --out runs/feats3.npz --synthetic 3000 --val 400
     python sweep_head.py runs/feats3.npz
+    python sweep_head.py runs/feats_ft.npz --recipe [0.3 0.1]   # only the shipped head (RECIPE)
+                                                              # [and with these generated weights]
 """
 from __future__ import annotations
 
@@ -29,8 +31,15 @@ HEADS = [dict(kind="linear", C=C) for C in (0.05, 0.2, 1.0)] + \
 if __name__ == "__main__":
     F = dict(np.load(sys.argv[1]))
     y = F["labels"]
+    if "--recipe" in sys.argv[2:]:
+        from train_line_classifier import RECIPE
+        HEADS = [dict(kind=RECIPE["kind"], C=RECIPE["C"])]
+        HEADS += [dict(kind=RECIPE["kind"], C=RECIPE["C"], syn_weight=float(w)) for w in sys.argv[3:]]
     for head in HEADS:
         pn = lofo(F, "c", "avgmax", True, True, head["C"], syn_weight=head.get("syn_weight", 1.0), kind=head["kind"])
         a, r, k = figures(y, pn, 0.5)
         print(f"{head}: lofo nvd {a:.2f} rec {r:.2f} kept {k:.2f} | val nvd {val_nvd(F, head):.3f} | "
               f"pn={np.round(pn, 2)}", flush=True)
+    if "--recipe" in sys.argv[2:]:  # the shortcut check: the same head on background-only frames
+        pbg = lofo(F, "w", "avgmax", False, False, HEADS[0]["C"], real="bg", test="bgtest")
+        print("background only (pear blacked out): lofo nvd {:.2f} rec {:.2f} kept {:.2f}".format(*figures(y, pbg, 0.5)))

@@ -15,7 +15,12 @@ THREADS=${THREADS:-2}
 SYN=${SYN:-1000}          # generated scenes for the classifier head
 DET_SCENES=${DET_SCENES:-2400}
 DET_EPOCHS=${DET_EPOCHS:-3}
-if [ "${QUICK:-0}" = 1 ]; then SYN=80; DET_SCENES=128; DET_EPOCHS=1; fi
+FINETUNE=${FINETUNE:-0}   # 1: fine-tune the Lite0 tail on generated scenes first (finetune.py; not shipped)
+FT_SCENES=${FT_SCENES:-3000}
+FT_EPOCHS=${FT_EPOCHS:-4}
+FT_FROM=${FT_FROM:-5}
+FT_VAL=${FT_VAL:-400}
+if [ "${QUICK:-0}" = 1 ]; then SYN=80; DET_SCENES=128; DET_EPOCHS=1; FT_SCENES=64; FT_EPOCHS=1; FT_VAL=16; fi
 DEV=../../../shared/real_pears/dev
 [ -d "$DEV" ] || { echo "missing $DEV (the real line photos, see ../shared/real_pears/README.md)"; exit 1; }
 
@@ -25,9 +30,17 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 P=.venv/bin/python
 mkdir -p runs
 
-# 1. the classifier: cached Lite0 features, leave-one-fruit-out recipe, head, export
-THREADS=$THREADS $P features.py --out runs/feats.npz --synthetic "$SYN" --views 12 --painted 12
-$P train_line_classifier.py --feats runs/feats.npz --onnx ../../models/pear_classifier.onnx
+# 1. the classifier: [fine-tuned Lite0 tail,] cached Lite0 features, leave-one-fruit-out recipe, head, export
+BACKBONE=()
+VISIBLE=0
+if [ "$FINETUNE" = 1 ]; then
+  THREADS=$THREADS $P finetune.py --scenes "$FT_SCENES" --val "$FT_VAL" --from-block "$FT_FROM" --epochs "$FT_EPOCHS" \
+    --cache runs/ft_cache.npz --out runs/ft.pt
+  BACKBONE=(--backbone runs/ft.pt)
+  VISIBLE=1   # the head's generated scenes as the session-5 experiment measured them
+fi
+VISIBLE_DEFECTS=$VISIBLE THREADS=$THREADS $P features.py --out runs/feats.npz --synthetic "$SYN" --views 12 --painted 12 "${BACKBONE[@]}"
+$P train_line_classifier.py --feats runs/feats.npz --onnx ../../models/pear_classifier.onnx "${BACKBONE[@]}"
 # 2. the detector (generated line scenes only; the dev photos stay held out for it)
 $P train_line_detector.py --scenes "$DET_SCENES" --epochs "$DET_EPOCHS" --threads "$THREADS" \
   --out runs/line_detector.pt --onnx ../../models/pear_detector.onnx

@@ -2,13 +2,16 @@
 average- and max-pooled features, fitted on cached features (`features.py`) of the
 dev photos (augmented), painted-defect copies of them, and generated line scenes.
 
-    python train_line_classifier.py --feats runs/feats.npz --onnx ../../models/pear_classifier.onnx
+    python train_line_classifier.py --feats runs/feats.npz --onnx ../../models/pear_classifier.onnx [--backbone runs/ft.pt]
 
 The recipe (`RECIPE`) is the one `cv.py` judges by leave-one-fruit-out; this script
 fits it once on everything and exports it. Output: 8 logits, class 0 normal; the line
 has photos of classes 1, 4 and 6 only, so classes 2, 3, 5, 7 get a fixed -30 logit
 (never answered). Input: the detector's box widened by 10 % on each side
 (`crop_margin` metadata), resized straight to 224x224, ImageNet mean/std.
+With `--backbone` the Lite0 tail is the fine-tuned one of `finetune.py` (the features in
+`--feats` must have been computed with the same tail: `features.py --backbone`); its
+weights are part of the exported graph like the rest of the backbone.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch.nn as nn
 
 from cv import fit, training_set
 from features import MARGIN, SIZE
-from lite0 import MEAN, STD, load_lite0
+from lite0 import MEAN, STD, load_backbone
 from nets import _set_meta
 
 NAMES = ["normal", "dark_spot", "bruise", "cut", "scab", "insect_hole", "dent", "mold"]
@@ -58,9 +61,9 @@ def head_module(clf, mu, sd):
 
 
 class LineClassifier(nn.Module):
-    def __init__(self, clf, mu, sd):
+    def __init__(self, clf, mu, sd, backbone=None):
         super().__init__()
-        lite = load_lite0()
+        lite = load_backbone(backbone)
         lite.reset_classifier(0)
         self.backbone = lite
         self.fc = head_module(clf, mu, sd)
@@ -74,11 +77,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--feats", default="runs/feats.npz")
     ap.add_argument("--onnx", default="../../models/pear_classifier.onnx")
+    ap.add_argument("--backbone", default=None, help="fine-tuned Lite0 tail (finetune.py) the features were made with")
     a = ap.parse_args()
     F = dict(np.load(a.feats))
     X, Y, Wt = training_set(F, exclude=[], **{k: v for k, v in RECIPE.items() if k not in ("C", "kind")})
     clf, mu, sd = fit(X, Y, RECIPE["C"], Wt, RECIPE["kind"])
-    model = LineClassifier(clf, mu, sd).eval()
+    model = LineClassifier(clf, mu, sd, a.backbone).eval()
     # the exported network must reproduce the fitted head on the cached features
     with torch.no_grad():
         z = model.fc(torch.from_numpy(F["test_c"]).float()).softmax(1).numpy()
@@ -96,7 +100,8 @@ def main():
         "mean": json.dumps(list(MEAN)),
         "std": json.dumps(list(STD)),
         "crop_margin": str(MARGIN),
-        "description": ("pear-server line defect classifier: EfficientNet-Lite0 (ImageNet weights, frozen) + "
+        "description": ("pear-server line defect classifier: EfficientNet-Lite0 (ImageNet weights, "
+                        + ("last stages fine-tuned on generated line scenes" if a.backbone else "frozen") + ") + "
                         "linear head on avg+max pooled features; input the detector box widened 10 % per side, "
                         f"resized straight to {SIZE}x{SIZE}, RGB, ImageNet mean/std; 8 logits, class 0 normal; "
                         "classes 2,3,5,7 unused (-30). tools/train/train_line_classifier.py."),
