@@ -528,7 +528,12 @@ fn model_swap_while_classifying() {
     // The spare model answers differently from the shipped one (the tiny parity
     // fixture), so each file's answer tells which model classified it.
     const FILES: usize = 200;
-    let server = TestServer::start(&[("inference.workers", "1")]);
+    // Not a test of the time limit: 200 files on one worker can take longer than the
+    // default 10 s when the machine is loaded (seen at load average 8).
+    let server = TestServer::start(&[
+        ("inference.workers", "1"),
+        ("inference.time_limit_ms", "600000"),
+    ]);
     std::fs::copy(
         common::repo().join("tests/fixtures/parity/tiny_classifier.onnx"),
         server.models_dir().join("spare.onnx"),

@@ -185,11 +185,12 @@ if [ "$ONLY" = photos ]; then
     photos_section
     printf '%s\n' "$PHOTOS_SECTION" >"$WORK/photos.md"
     printf '%s\n' "$PHOTOS_GLANCE" >"$WORK/glance.md"
-    # The section (up to the next "## ") and the glance row starting "| P3 (issue 13)"
+    # The section (up to the next "## " or a "<!-- kept by hand -->" line) and the
+    # glance row starting "| P3 (issue 13)"
     # are replaced (the row is added after the P3 row when it is missing).
     awk -v sect="$WORK/photos.md" -v glance="$WORK/glance.md" '
         /^## P3, real photos/ { while ((getline l < sect) > 0) print l; skip = 1; done = 1; next }
-        skip && /^## / { skip = 0; print ""; }
+        skip && (/^## / || /^<!-- kept by hand -->/) { skip = 0; print ""; }
         skip { next }
         /^\| P3 \(issue 13\)/ { next }
         /^\| P3: / { print; while ((getline l < glance) > 0) print l; next }
@@ -322,11 +323,12 @@ $(printf '%s\n' "${CMDS[@]}")
     [ -f "$OUT" ] || { log "BENCH_ONLY=p1 updates an existing $OUT; there is none"; exit 1; }
     printf '%s\n' "$P1_SECTION" >"$WORK/p1.md"
     printf '%s\n' "$P1_GLANCE" >"$WORK/glance.md"
-    # The P1 section (up to the next "## ") and the glance rows starting "| P1" are
+    # The P1 section (up to the next "## ", or up to a line "<!-- kept by hand -->"
+    # that starts notes written by hand) and the glance rows starting "| P1" are
     # replaced; everything else is kept as it is.
     awk -v sect="$WORK/p1.md" -v glance="$WORK/glance.md" '
         /^## P1/ { while ((getline l < sect) > 0) print l; skip = 1; next }
-        skip && /^## / { skip = 0; print ""; }
+        skip && (/^## / || /^<!-- kept by hand -->/) { skip = 0; print ""; }
         skip { next }
         /^\| P1/ { if (!g) { while ((getline l < glance) > 0) print l; g = 1 } next }
         { print }' "$OUT" >"$WORK/out.md"
