@@ -5,14 +5,21 @@ dev photos (verdicts, p(normal), box; the classifier trained on these photos, so
 is agreement, not a score) and on the generated held-out set (seed 9300, eval_line.py's
 heldout()). Writes the int8 files to /tmp/q8e. Measurement only: nothing is shipped.
 
-    .venv/bin/python quant_check.py
+    .venv/bin/python quant_check.py [--keep-fp32] [--classifier-only]
+
+--keep-fp32 leaves the first and last convolutions, every depthwise convolution and
+any Gemm/MatMul in float (ONNX Runtime `nodes_to_exclude`), the layers int8 hurts most
+in MobileNet-like networks. --classifier-only keeps the fp32 detector (its boxes move
+most under int8). Also prints each int8 file's one-core time.
 """
 import glob
 import json
 import os
+import sys
 import time
 
 import numpy as np
+import onnx
 from PIL import Image
 from onnxruntime.quantization import quantize_static, CalibrationDataReader, QuantFormat, QuantType
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -40,12 +47,45 @@ for img in cal_imgs:
 class R(CalibrationDataReader):
     def __init__(s, name, xs): s.it = iter([{name: x} for x in xs])
     def get_next(s): return next(s.it, None)
+KEEP = '--keep-fp32' in sys.argv[1:]
+CLASSIFIER_ONLY = '--classifier-only' in sys.argv[1:]
+
+
+def fp32_nodes(path):
+    """Names of the nodes --keep-fp32 leaves in float."""
+    g = onnx.load(path).graph
+    convs = [n for n in g.node if n.op_type == 'Conv']
+    keep = [n.name for n in convs if next((a.i for a in n.attribute if a.name == 'group'), 1) > 1]
+    keep += [convs[0].name, convs[-1].name] if convs else []
+    return keep + [n.name for n in g.node if n.op_type in ('Gemm', 'MatMul')]
+
+
+def one_core_ms(path, shape, runs=30):
+    s = E.session(path)
+    name = s.get_inputs()[0].name
+    x = np.random.rand(*shape).astype(np.float32)
+    for _ in range(5):
+        s.run(None, {name: x})
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        s.run(None, {name: x})
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts) * 1000)
+
+
 os.makedirs('/tmp/q8e', exist_ok=True)
 for name, inp, xs in (('pear_detector.onnx', 'images', det_in), ('pear_classifier.onnx', 'input', cls_in)):
     quant_pre_process(M + name, '/tmp/q8e/pre_' + name)
+    exclude = fp32_nodes('/tmp/q8e/pre_' + name) if KEEP else []
     quantize_static('/tmp/q8e/pre_' + name, '/tmp/q8e/' + name, R(inp, xs), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
-det8, cls8 = E.session('/tmp/q8e/pear_detector.onnx'), E.session('/tmp/q8e/pear_classifier.onnx')
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    nodes_to_exclude=exclude)
+    size = (1, 3, S, S) if inp == 'images' else (1, 3, 224, 224)
+    print(f'{name}: {len(exclude)} nodes kept in float; one core fp32 {one_core_ms(M + name, size):.2f} ms, '
+          f'int8 {one_core_ms("/tmp/q8e/" + name, size):.2f} ms', flush=True)
+det8 = det32 if CLASSIFIER_ONLY else E.session('/tmp/q8e/pear_detector.onnx')
+cls8 = E.session('/tmp/q8e/pear_classifier.onnx')
 print('calibration: %d detector, %d classifier inputs' % (len(det_in), len(cls_in)))
 same, maxdp = 0, 0
 for f in dev:
