@@ -24,6 +24,7 @@ from PIL import Image
 from onnxruntime.quantization import quantize_static, CalibrationDataReader, QuantFormat, QuantType
 from onnxruntime.quantization.shape_inference import quant_pre_process
 import eval_line as E
+from quant_speed import median_ms
 from line_gen import make_line_scene
 HERE = os.path.dirname(os.path.abspath(__file__))
 M = os.path.join(HERE, '../../models/')
@@ -60,20 +61,6 @@ def fp32_nodes(path):
     return keep + [n.name for n in g.node if n.op_type in ('Gemm', 'MatMul')]
 
 
-def one_core_ms(path, shape, runs=30):
-    s = E.session(path)
-    name = s.get_inputs()[0].name
-    x = np.random.rand(*shape).astype(np.float32)
-    for _ in range(5):
-        s.run(None, {name: x})
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        s.run(None, {name: x})
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts) * 1000)
-
-
 os.makedirs('/tmp/q8e', exist_ok=True)
 for name, inp, xs in (('pear_detector.onnx', 'images', det_in), ('pear_classifier.onnx', 'input', cls_in)):
     quant_pre_process(M + name, '/tmp/q8e/pre_' + name)
@@ -81,9 +68,9 @@ for name, inp, xs in (('pear_detector.onnx', 'images', det_in), ('pear_classifie
     quantize_static('/tmp/q8e/pre_' + name, '/tmp/q8e/' + name, R(inp, xs), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                     nodes_to_exclude=exclude)
-    size = (1, 3, S, S) if inp == 'images' else (1, 3, 224, 224)
-    print(f'{name}: {len(exclude)} nodes kept in float; one core fp32 {one_core_ms(M + name, size):.2f} ms, '
-          f'int8 {one_core_ms("/tmp/q8e/" + name, size):.2f} ms', flush=True)
+    side = S if inp == 'images' else int(E.meta(cls32)['input_size'])
+    print(f'{name}: {len(exclude)} nodes kept in float; one core fp32 {median_ms(M + name, side):.2f} ms, '
+          f'int8 {median_ms("/tmp/q8e/" + name, side):.2f} ms', flush=True)
 det8 = det32 if CLASSIFIER_ONLY else E.session('/tmp/q8e/pear_detector.onnx')
 cls8 = E.session('/tmp/q8e/pear_classifier.onnx')
 print('calibration: %d detector, %d classifier inputs' % (len(det_in), len(cls_in)))
