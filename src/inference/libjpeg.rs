@@ -61,54 +61,106 @@ pub enum LibjpegError {
     Failed(String),
 }
 
-/// Walks the markers of a JPEG from its start-of-image marker: segments by their
-/// length, entropy-coded data after each start-of-scan up to the next marker (a
-/// 0xFF not followed by 0x00 stuffing, a restart marker or fill). Ok when an
-/// end-of-image marker is reached, [`LibjpegError::Truncated`] when the data ends
-/// first. Bytes after the end-of-image marker are ignored, as libjpeg ignores them.
-pub fn check_complete(bytes: &[u8]) -> Result<(), LibjpegError> {
-    let next_ff = |from: usize| {
-        bytes
+/// One marker segment of a JPEG: the marker's code and the segment's body (after its
+/// two length bytes).
+struct Segment<'a> {
+    marker: u8,
+    body: &'a [u8],
+}
+
+/// The marker segments of a JPEG in file order, after its start-of-image marker, read
+/// as libjpeg reads them: junk and fill bytes between segments are skipped, stand-alone
+/// markers (restart, TEM) carry no segment, and the entropy-coded data after each
+/// start-of-scan is skipped up to the next real marker (a 0xFF not followed by 0x00
+/// stuffing, a restart marker or fill). Ends after the end-of-image marker (bytes
+/// after it are ignored, as libjpeg ignores them); yields
+/// [`LibjpegError::Truncated`] once, and ends, when the data runs out first.
+struct Segments<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    /// The last segment was a start-of-scan: its entropy-coded data comes next.
+    in_scan: bool,
+    done: bool,
+}
+
+fn segments(bytes: &[u8]) -> Segments<'_> {
+    Segments {
+        bytes,
+        pos: 2, // after SOI
+        in_scan: false,
+        done: false,
+    }
+}
+
+impl<'a> Segments<'a> {
+    fn next_ff(&self, from: usize) -> Option<usize> {
+        self.bytes
             .get(from..)
             .and_then(|rest| rest.iter().position(|&b| b == 0xFF))
             .map(|i| from + i)
-    };
-    let mut pos = 2; // after SOI
-    loop {
-        // Junk between segments is skipped (libjpeg warns and does the same).
-        let mut at = next_ff(pos).ok_or(LibjpegError::Truncated)?;
-        while bytes.get(at + 1) == Some(&0xFF) {
-            at += 1; // fill bytes
-        }
-        let marker = *bytes.get(at + 1).ok_or(LibjpegError::Truncated)?;
-        pos = at + 2;
-        match marker {
-            0xD9 => return Ok(()),
-            // Stand-alone markers (restart, TEM) and a stray stuffed 0x00.
-            0xD0..=0xD7 | 0x01 | 0x00 => continue,
-            _ => {}
-        }
-        let high = *bytes.get(pos).ok_or(LibjpegError::Truncated)?;
-        let low = *bytes.get(pos + 1).ok_or(LibjpegError::Truncated)?;
-        pos += usize::from(u16::from_be_bytes([high, low]));
-        if pos > bytes.len() {
-            return Err(LibjpegError::Truncated);
-        }
-        if marker == 0xDA {
-            // Entropy-coded data: up to the first real marker.
-            loop {
-                let ff = next_ff(pos).ok_or(LibjpegError::Truncated)?;
-                match bytes.get(ff + 1) {
-                    None => return Err(LibjpegError::Truncated),
-                    Some(0x00 | 0xD0..=0xD7 | 0xFF) => pos = ff + 1,
-                    Some(_) => {
-                        pos = ff;
-                        break;
-                    }
+    }
+
+    /// Past the entropy-coded data that starts at `pos`, onto the next real marker.
+    fn skip_scan(&mut self) -> Option<()> {
+        loop {
+            let ff = self.next_ff(self.pos)?;
+            match self.bytes.get(ff + 1)? {
+                0x00 | 0xD0..=0xD7 | 0xFF => self.pos = ff + 1,
+                _ => {
+                    self.pos = ff;
+                    return Some(());
                 }
             }
         }
     }
+
+    /// The next segment; `Ok(None)` after the end-of-image marker, `Err(())` when the
+    /// data runs out first.
+    fn read(&mut self) -> Result<Option<Segment<'a>>, ()> {
+        let bytes = self.bytes;
+        if std::mem::take(&mut self.in_scan) {
+            self.skip_scan().ok_or(())?;
+        }
+        loop {
+            let mut at = self.next_ff(self.pos).ok_or(())?;
+            while bytes.get(at + 1) == Some(&0xFF) {
+                at += 1;
+            }
+            let marker = *bytes.get(at + 1).ok_or(())?;
+            self.pos = at + 2;
+            match marker {
+                0xD9 => return Ok(None),
+                // Stand-alone markers (restart, TEM) and a stray stuffed 0x00.
+                0xD0..=0xD7 | 0x01 | 0x00 => continue,
+                _ => {}
+            }
+            let len = bytes.get(self.pos..self.pos + 2).ok_or(())?;
+            let end = self.pos + usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let body = bytes.get(self.pos + 2..end).ok_or(())?;
+            self.pos = end;
+            self.in_scan = marker == 0xDA;
+            return Ok(Some(Segment { marker, body }));
+        }
+    }
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = Result<Segment<'a>, LibjpegError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let read = self.read();
+        self.done = !matches!(read, Ok(Some(_)));
+        read.map_err(|()| LibjpegError::Truncated).transpose()
+    }
+}
+
+/// Ok when the JPEG's segments lead to an end-of-image marker ([`Segments`]),
+/// [`LibjpegError::Truncated`] when the data ends first.
+pub fn check_complete(bytes: &[u8]) -> Result<(), LibjpegError> {
+    segments(bytes).try_for_each(|segment| segment.map(drop))
 }
 
 /// Decodes JPEG `bytes` at full size exactly as OpenCV's `imread` (module doc): RGB
@@ -140,46 +192,37 @@ pub fn decode_scaled(
 
 /// The orientation a JPEG's EXIF block asks for (tag 0x0112 of the first APP1
 /// "Exif" segment before the first scan), which OpenCV's `imread` applies by default;
-/// `None` when there is no such tag or it cannot be read (no turn). Bounded by the
-/// file: a segment length past the end stops the search.
+/// `None` when there is no such tag or it cannot be read (no turn).
 pub fn exif_orientation(bytes: &[u8]) -> Option<Orientation> {
-    let mut pos = 2; // after SOI
-    loop {
-        if *bytes.get(pos)? != 0xFF {
-            return None; // not a marker where one must be: leave it to the decoder
-        }
-        let mut at = pos;
-        while bytes.get(at + 1) == Some(&0xFF) {
-            at += 1; // fill bytes
-        }
-        let marker = *bytes.get(at + 1)?;
-        pos = at + 2;
-        match marker {
-            0xDA | 0xD9 => return None, // first scan or end: no EXIF before it
-            0xD0..=0xD7 | 0x01 => continue,
-            _ => {}
-        }
-        let len = usize::from(u16::from_be_bytes([*bytes.get(pos)?, *bytes.get(pos + 1)?]));
-        let segment = bytes.get(pos + 2..pos.checked_add(len)?)?;
-        if marker == 0xE1 {
-            if let Some(tiff) = segment.strip_prefix(b"Exif\0\0") {
-                return Orientation::from_exif_chunk(tiff);
-            }
-        }
-        pos += len;
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
     }
+    let exif = segments(bytes)
+        .map_while(Result::ok)
+        .take_while(|s| s.marker != 0xDA)
+        .find_map(|s| {
+            (s.marker == 0xE1)
+                .then(|| s.body.strip_prefix(b"Exif\0\0"))
+                .flatten()
+        })?;
+    Orientation::from_exif_chunk(exif)
 }
 
-/// A JPEG's width and height from its header, or `None` when `bytes` are not a
-/// JPEG libjpeg can read the header of. Never panics, never exits.
+/// A JPEG's width and height from its frame header (the first start-of-frame
+/// segment), or `None` when `bytes` are not a JPEG or have no readable one.
 pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return None;
     }
-    let (w, h) = catch_unwind(|| Decompress::new_mem(bytes).ok().map(|d| d.size()))
-        .ok()
-        .flatten()?;
-    Some((u32::try_from(w).ok()?, u32::try_from(h).ok()?))
+    // SOF0..SOF15, but not DHT (C4), JPG (C8) or DAC (CC), which share the range.
+    let frame = segments(bytes)
+        .map_while(Result::ok)
+        .take_while(|s| s.marker != 0xDA)
+        .find(|s| matches!(s.marker, 0xC0..=0xCF) && !matches!(s.marker, 0xC4 | 0xC8 | 0xCC))?;
+    let b = frame.body;
+    let height = u16::from_be_bytes([*b.get(1)?, *b.get(2)?]);
+    let width = u16::from_be_bytes([*b.get(3)?, *b.get(4)?]);
+    Some((u32::from(width), u32::from(height)))
 }
 
 /// The text of what unwound out of the decoder: the wrapper's "libjpeg fatal error:
