@@ -93,6 +93,49 @@ pub fn nms(mut dets: Vec<Detection>, iou_threshold: f32) -> Vec<Detection> {
     keep
 }
 
+/// One image's YOLOv8 output read by channel and candidate: `data` is `rows x cols`
+/// row-major, the rows being channels (`[4+nc, N]`) when `channels_first`, else
+/// candidates (`[N, 4+nc]`).
+struct YoloOutput<'a> {
+    data: &'a [f32],
+    channels: usize,
+    n: usize,
+    channels_first: bool,
+}
+
+impl<'a> YoloOutput<'a> {
+    /// `None` when the output has fewer than `min_channels` channels or fewer values
+    /// than its shape says.
+    fn new(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        channels_first: bool,
+        min_channels: usize,
+    ) -> Option<YoloOutput<'a>> {
+        let (channels, n) = if channels_first {
+            (rows, cols)
+        } else {
+            (cols, rows)
+        };
+        (channels >= min_channels && data.len() >= rows * cols).then_some(YoloOutput {
+            data,
+            channels,
+            n,
+            channels_first,
+        })
+    }
+
+    /// Channel `ch` of candidate `i` (both within the shape).
+    fn at(&self, ch: usize, i: usize) -> f32 {
+        if self.channels_first {
+            self.data[ch * self.n + i]
+        } else {
+            self.data[i * self.channels + ch]
+        }
+    }
+}
+
 /// Decodes one image's YOLOv8 output. `data` is `rows x cols` row-major; when
 /// `channels_first` the rows are channels (`[4+nc, N]`), else candidates (`[N, 4+nc]`).
 /// Keeps candidates of `class` whose score is at least `conf`; boxes in input pixels.
@@ -104,22 +147,11 @@ pub fn decode_yolo(
     class: usize,
     conf: f32,
 ) -> Vec<Detection> {
-    let (channels, n) = if channels_first {
-        (rows, cols)
-    } else {
-        (cols, rows)
-    };
-    if channels < 5 + class || data.len() < rows * cols {
+    let Some(out) = YoloOutput::new(data, rows, cols, channels_first, 5 + class) else {
         return Vec::new();
-    }
-    let at = |ch: usize, i: usize| {
-        if channels_first {
-            data[ch * n + i]
-        } else {
-            data[i * channels + ch]
-        }
     };
-    (0..n)
+    let at = |ch: usize, i: usize| out.at(ch, i);
+    (0..out.n)
         .filter_map(|i| {
             let score = at(4 + class, i);
             // `partial_cmp` so that NaN scores are dropped too.
@@ -169,22 +201,11 @@ pub fn ultralytics_nms(
     channels_first: bool,
     p: &UltralyticsPredict,
 ) -> Vec<(Detection, usize)> {
-    let (channels, n) = if channels_first {
-        (rows, cols)
-    } else {
-        (cols, rows)
-    };
-    if channels < 5 || data.len() < rows * cols {
+    let Some(out) = YoloOutput::new(data, rows, cols, channels_first, 5) else {
         return Vec::new();
-    }
-    let at = |ch: usize, i: usize| {
-        if channels_first {
-            data[ch * n + i]
-        } else {
-            data[i * channels + ch]
-        }
     };
-    let mut cands: Vec<(Detection, usize)> = (0..n)
+    let (channels, at) = (out.channels, |ch: usize, i: usize| out.at(ch, i));
+    let mut cands: Vec<(Detection, usize)> = (0..out.n)
         .filter_map(|i| {
             // The first of equal maxima, as torch's `max` on the CPU.
             let (class, score) = (4..channels).map(|ch| at(ch, i)).enumerate().fold(
