@@ -356,14 +356,7 @@ ERROR_CODE:
     let (child, addr) =
         common::spawn_server(&config, &stderr, &[]).expect("starts from the original's keys");
     // Killed on any failure below.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Kill(child);
+    let mut child = common::KillOnDrop(child);
     let mut c = common::Client::connect(addr);
     let v = c.request(r#"{"cmd": 0x01, "request_data": ["normal_01.jpg"]}"#);
     assert_eq!(v["cmd"], json!(2), "{v}");

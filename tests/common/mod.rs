@@ -168,6 +168,17 @@ impl Drop for TestServer {
     }
 }
 
+/// A server process started by a test, killed and reaped when the guard drops (on a
+/// failed assertion too).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `pear-server --config CONFIG --host 127.0.0.1 --port 0`, appending
 /// its stderr to `stderr_path`, and waits for its "listening on" line.
 pub fn spawn_server(
