@@ -32,10 +32,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,}\"]*\).*/\1/p" | head -n1; }
-# cpu_ticks PID: utime + stime of the whole process (all threads) so far, in clock ticks.
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-HZ=$(getconf CLK_TCK)
+. tools/lib.sh   # field, cpu_ticks, median
 # answered ADDR: replies the server has made so far, by its own counter (0x40).
 answered() {
     target/release/pear-client --json --addr "$1" status |
@@ -88,8 +85,7 @@ for r in $(seq "$ROUNDS"); do
         fi
     done
 done
-median() { sort -g "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-B=$(median "$WORK/big"); S=$(median "$WORK/small")
-BC=$(median "$WORK/bigcpu"); SC=$(median "$WORK/smallcpu")
+B=$(median $(cat "$WORK/big")); S=$(median $(cat "$WORK/small"))
+BC=$(median $(cat "$WORK/bigcpu")); SC=$(median $(cat "$WORK/smallcpu"))
 echo
 echo "median 2048×1536 $B images/s, 480×360 $S images/s: ratio $(awk "BEGIN{printf \"%.2f\", $B/$S}")× (target ≥ 0.60×); server CPU per image $BC vs $SC ms: ratio $(awk "BEGIN{printf \"%.2f\", $SC/$BC}")×; commit $(git rev-parse --short HEAD)"

@@ -55,24 +55,14 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
-# field NAME < json-line: one value of a flat JSON object.
-field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,}\"]*\).*/\1/p" | head -n1; }
 # calc EXPR: floating-point arithmetic.
 calc() { awk "BEGIN { printf \"%s\", ($1) }"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-# cpu_ticks PID: utime + stime of the whole process (all threads) so far, in clock ticks.
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-HZ=$(getconf CLK_TCK)
-# median V...: the middle value (mean of the two middle ones for an even count).
-median() {
-    printf '%s\n' "$@" | sort -g |
-        awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 slab_kib() { awk '/^Slab:/ { print $2 }' /proc/meminfo; }
 
 # ---------------------------------------------------------------- setup
 ulimit -n "$(ulimit -Hn)"
-. tools/lib.sh   # need: apt-get install, with apt-get update on a fresh machine
+. tools/lib.sh   # need (apt-get install, refreshing lists on a fresh machine), field, cpu_ticks, median
 need redis-server redis-server
 need redis-cli redis-tools
 [ "${BENCH_CALLGRIND:-1}" = 1 ] && need valgrind valgrind

@@ -5,8 +5,8 @@
 #   scratch_dir pear-ab      # sets WORK; kills every pid in PIDS and removes WORK on exit
 #   server_config "$WORK/cfg.yaml"
 #
-# Owns only process cleanup, the config copy and installing missing Debian packages; it
-# never starts anything itself.
+# Owns only process cleanup, the config copy, installing missing Debian packages and
+# the small readers of figures (field, cpu_ticks, median); it never starts anything itself.
 
 # scratch_dir PREFIX: a temp dir in WORK, and an exit trap that ends every process whose
 # pid the script appended to PIDS, then removes WORK.
@@ -42,4 +42,18 @@ need() {
             $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >/dev/null
     }
     command -v "$1" >/dev/null 2>&1
+}
+
+# field NAME < json-line: one value of a flat JSON object (pear-bench's last line).
+field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,}\"]*\).*/\1/p" | head -n1; }
+
+# cpu_ticks PID: utime + stime of the whole process (all threads) so far, in clock ticks
+# (HZ per second).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+HZ=$(getconf CLK_TCK)
+
+# median V...: the middle value (mean of the two middle ones for an even count).
+median() {
+    printf '%s\n' "$@" | sort -g |
+        awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
