@@ -2,7 +2,8 @@
 shipped one: every dev photo's best box (score, IoU against the colour-segmentation
 box), empty belts (cut from the dev photos and generated) that get a box, the generated
 held-out set (seed 9300) through each detector and the same classifier, and the
-one-core ONNX Runtime median (`quant_speed.median_ms`, alternating the files).
+one-core ONNX Runtime median (`quant_speed.median_ms`, alternating the files; the
+classifier is timed in every round too, so the pair's time comes from the same run).
 
     .venv/bin/python compare_detectors.py ../../models/pear_detector.onnx runs/det128.onnx [--json runs/cmp.json]
 
@@ -57,10 +58,14 @@ def main():
     a = ap.parse_args()
     cls = session(a.classifier)
     res = [judge(p, cls, a.n) for p in a.detectors]
+    cls_size = int(meta(cls)["input_size"])
+    cls_ms = []
     for _ in range(a.rounds):
         for r in res:
             r.setdefault("median_ms", []).append(round(median_ms(r["file"], r["imgsz"], runs=40), 2))
+        cls_ms.append(round(median_ms(a.classifier, cls_size, runs=40), 2))
     names = [f"{os.path.basename(r['file'])} ({r['imgsz']})" for r in res]
+    print(f"classifier {os.path.basename(a.classifier)} ({cls_size}), one core (rounds): {cls_ms} ms")
     print("photo".ljust(26) + "".join(f"{n:>28}" for n in names))
     for i, row in enumerate(res[0]["dev"]):
         cells = "".join(f"{r['dev'][i]['score']:>18.3f} / {r['dev'][i]['iou']:.3f}" for r in res)
@@ -81,7 +86,7 @@ def main():
         print(f"{key:26}" + "".join(f"{fmt(r):>28}" for r in res))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+            json.dump({"detectors": res, "classifier_ms": cls_ms}, f, indent=1)
 
 
 if __name__ == "__main__":
