@@ -107,6 +107,29 @@ def heldout(det, cls, n, visible=True):
             "mean_iou": float(np.mean(ious)), "accuracy": hits / n, "normal_vs_defect": nvd / n}
 
 
+def dev_boxes(det):
+    """The detector's best box on every dev photo: (path, label, box or None, score, IoU
+    against the colour-segmentation box; 0 when no box)."""
+    rows = []
+    for p, lab, *_ in dev_photos():
+        img = Image.open(p).convert("RGB")
+        b, s = detect(det, img)
+        rows.append((p, lab, b, s, box_iou(b, pear_box(img)) if b else 0.0))
+    return rows
+
+
+def empty_belts(det):
+    """Empty belts: cut from the dev photos and generated (seed SEED_EVAL + 1, 40); how
+    many get a box (score >= CONF) and the highest score of each kind."""
+    from train_line_detector import empty_cutouts
+    cut = [detect(det, c) for c in empty_cutouts()]
+    gen = [detect(det, make_line_scene(SEED_EVAL + 1, i, empty=True, size=EVAL_SIZE)[0]) for i in range(40)]
+    return {"cutouts": len(cut), "cutouts_with_box": sum(b is not None for b, _ in cut),
+            "cutouts_max_score": max(s for _, s in cut),
+            "generated": len(gen), "generated_with_box": sum(b is not None for b, _ in gen),
+            "generated_max_score": max(s for _, s in gen)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--feats", default="runs/feats.npz")
@@ -114,11 +137,11 @@ def main():
     ap.add_argument("--sheet", default=None)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--classifier", default=os.path.join(MODELS, "pear_classifier.onnx"))
+    ap.add_argument("--detector", default=os.path.join(MODELS, "pear_detector.onnx"))
     ap.add_argument("--heldout-only", action="store_true", help="only the generated held-out set (3.), e.g. for a candidate")
     a = ap.parse_args()
     if a.heldout_only:
-        det = session(os.path.join(MODELS, "pear_detector.onnx"))
-        cls = session(a.classifier)
+        det, cls = session(a.detector), session(a.classifier)
         print("generated held-out:", heldout(det, cls, a.n))
         print("generated held-out, older scenes (defects may hide):", heldout(det, cls, a.n, visible=False))
         return
@@ -139,18 +162,15 @@ def main():
     print(f"LOFO (th {NORMAL_THRESHOLD}): normal-vs-defect {acc:.3f}, defect recall {rec:.3f}, normal kept {kept:.3f}; "
           f"at 0.5: {acc5:.3f}/{rec5:.3f}/{kept5:.3f}; background only: {bacc:.3f}/{brec:.3f}/{bkept:.3f}")
     # 2. detector on the dev photos and on empty belts
-    det = session(os.path.join(MODELS, "pear_detector.onnx"))
+    det = session(a.detector)
     cls = session(a.classifier)
     rows, tiles = [], []
-    for (p, lab, fruit, cam), pnorm in zip(dev_photos(), pn):
-        img = Image.open(p).convert("RGB")
-        b, s = detect(det, img)
-        iou = box_iou(b, pear_box(img)) if b else 0.0
+    for (p, lab, b, s, iou), pnorm in zip(dev_boxes(det), pn):
         verdict = 0 if pnorm >= NORMAL_THRESHOLD else -1
         rows.append({"photo": os.path.basename(p), "label": lab, "box": b, "score": s, "iou": iou,
                      "lofo_p_normal": float(pnorm)})
         if a.sheet:
-            t = img.resize((512, 384))
+            t = Image.open(p).convert("RGB").resize((512, 384))
             d = ImageDraw.Draw(t)
             if b:
                 d.rectangle([v / 4 for v in b], outline=(255, 0, 0), width=3)
@@ -163,11 +183,7 @@ def main():
     missed = [r["photo"] for r in rows if r["box"] is None]
     print(f"detector on {len(rows)} dev photos: missed {len(missed)}, mean IoU {np.mean([r['iou'] for r in rows]):.3f}, "
           f"min IoU {min(r['iou'] for r in rows):.3f}, min score {min(r['score'] for r in rows):.3f}")
-    from train_line_detector import empty_cutouts
-    cut = [detect(det, c) for c in empty_cutouts()]
-    gen_empty = [detect(det, make_line_scene(SEED_EVAL + 1, i, empty=True, size=EVAL_SIZE)[0]) for i in range(40)]
-    rep["empty"] = {"cutouts": len(cut), "cutouts_with_box": sum(b is not None for b, _ in cut),
-                    "generated": len(gen_empty), "generated_with_box": sum(b is not None for b, _ in gen_empty)}
+    rep["empty"] = empty_belts(det)
     print("empty belts:", rep["empty"])
     # 3. generated held-out set
     rep["generated_heldout"] = heldout(det, cls, a.n)
@@ -183,9 +199,9 @@ def main():
         classify(cls, img, b)
         ts.append((time.perf_counter() - t) * 1000)
     rep["ms_per_photo_python"] = {"median": float(np.median(ts)), "p90": float(np.percentile(ts, 90))}
-    rep["files"] = {n: {"bytes": os.path.getsize(os.path.join(MODELS, n)),
-                        "sha256": hashlib.sha256(open(os.path.join(MODELS, n), "rb").read()).hexdigest()}
-                    for n in ("pear_detector.onnx", "pear_classifier.onnx")}
+    rep["files"] = {os.path.basename(f): {"bytes": os.path.getsize(f),
+                                          "sha256": hashlib.sha256(open(f, "rb").read()).hexdigest()}
+                    for f in (a.detector, a.classifier)}
     print("ms/photo (python, incl. resize):", rep["ms_per_photo_python"], rep["files"])
     if a.sheet:
         sheet = Image.new("RGB", (4 * 512, 4 * 384), "white")

@@ -85,5 +85,5 @@ for f in dev:
           'box diff', round(max(abs(a - c) for a, c in zip(b32, b8)), 1))
 print('dev photos (trained on; agreement only): same verdict %d/14, max |dp(normal)| %.3f' % (same, maxdp))
 t = time.time()
-print('held-out fp32:', E.heldout(det32, cls32, 200))
-print('held-out int8:', E.heldout(det8, cls8, 200), 'in %.0f s' % (time.time() - t))
+print('held-out fp32:', E.heldout(det32, cls32, 200, visible=False))
+print('held-out int8:', E.heldout(det8, cls8, 200, visible=False), 'in %.0f s' % (time.time() - t))

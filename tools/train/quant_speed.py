@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import time
 
@@ -68,7 +69,9 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     # The classifier takes ImageNet-normalised input; the detector normalises inside.
-    for name, size, normalise in (("pear_classifier.onnx", 224, True), ("pear_detector.onnx", 192, False)):
+    det_size = json.loads(ort.InferenceSession(os.path.join(MODELS, "pear_detector.onnx"))
+                          .get_modelmeta().custom_metadata_map["imgsz"])[0]
+    for name, size, normalise in (("pear_classifier.onnx", 224, True), ("pear_detector.onnx", det_size, False)):
         src = os.path.join(MODELS, name)
         pre = os.path.join(a.out, "pre_" + name)
         quant_pre_process(src, pre)

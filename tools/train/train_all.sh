@@ -15,6 +15,7 @@ THREADS=${THREADS:-2}
 SYN=${SYN:-1000}          # generated scenes for the classifier head
 DET_SCENES=${DET_SCENES:-2400}
 DET_EPOCHS=${DET_EPOCHS:-3}
+DET_SIZE=${DET_SIZE:-128}  # detector input side: 128 keeps detector + classifier inside 15 ms on one core (models/README.md)
 FINETUNE=${FINETUNE:-0}   # 1: fine-tune the Lite0 tail on generated scenes first (finetune.py; not shipped)
 FT_SCENES=${FT_SCENES:-3000}
 FT_EPOCHS=${FT_EPOCHS:-4}
@@ -42,7 +43,7 @@ fi
 VISIBLE_DEFECTS=$VISIBLE THREADS=$THREADS $P features.py --out runs/feats.npz --synthetic "$SYN" --views 12 --painted 12 "${BACKBONE[@]}"
 $P train_line_classifier.py --feats runs/feats.npz --onnx ../../models/pear_classifier.onnx "${BACKBONE[@]}"
 # 2. the detector (generated line scenes only; the dev photos stay held out for it)
-$P train_line_detector.py --scenes "$DET_SCENES" --epochs "$DET_EPOCHS" --threads "$THREADS" \
+$P train_line_detector.py --size "$DET_SIZE" --scenes "$DET_SCENES" --epochs "$DET_EPOCHS" --threads "$THREADS" \
   --out runs/line_detector.pt --onnx ../../models/pear_detector.onnx
 # 3. samples and fixtures, then the figures for models/README.md
 $P make_line_fixtures.py

