@@ -7,6 +7,8 @@ SEED_VAL, never the seed eval_line.py reports, never trained on).
     python sweep_head.py runs/feats3.npz
     python sweep_head.py runs/feats_ft.npz --recipe [0.3 0.1]   # only the shipped head (RECIPE)
                                                               # [and with these generated weights]
+    python sweep_head.py runs/feats3.npz --generated-only       # the linear head on generated scenes
+                                                              # alone: what the features allow there
 """
 from __future__ import annotations
 
@@ -28,9 +30,20 @@ HEADS = [dict(kind="linear", C=C) for C in (0.05, 0.2, 1.0)] + \
         [dict(kind="linear", C=0.05, syn_weight=w) for w in (0.3, 0.1)] + \
         [dict(kind="mlp", C=C) for C in (0.05, 0.2, 1.0)]
 
+def generated_only(F, C):
+    """Validation normal-vs-defect of a linear head fitted on the generated scenes only."""
+    model = fit(F["syn_c"], F["syn_y"], C)
+    pn = p_normal_all(model, F["val_c"])
+    return float(np.mean((pn < 0.5) == (F["val_y"] != 0)))
+
+
 if __name__ == "__main__":
     F = dict(np.load(sys.argv[1]))
     y = F["labels"]
+    if "--generated-only" in sys.argv[2:]:
+        for C in (0.05, 0.5):
+            print(f"linear C {C} on {len(F['syn_y'])} generated scenes only: val nvd {generated_only(F, C):.3f}")
+        sys.exit(0)
     if "--recipe" in sys.argv[2:]:
         from train_line_classifier import RECIPE
         HEADS = [dict(kind=RECIPE["kind"], C=RECIPE["C"])]
