@@ -5,11 +5,12 @@
 //! (`model.normal_threshold` 0.5).
 //!
 //! Python onnxruntime measured accuracy 0.7875 and normal-vs-defect 0.825 on these
-//! scenes with the same pipeline and the 128 px detector (0.7875 / 0.8375 with the
-//! 192 px one); this server, decoding the JPEGs with the `image` crate, measures
-//! 0.7875 / 0.8125 (0.8000 / 0.8500 with the 192 px detector). The floors below
-//! (0.75 / 0.80) leave room for JPEG decoder differences, and catch a pipeline or
-//! model regression.
+//! scenes with the same pipeline, the 128 px detector and the 224 px classifier
+//! (0.7875 / 0.8375 with the 192 px detector); this server, decoding the JPEGs with
+//! the `image` crate, measured 0.7875 / 0.8125 then (0.8000 / 0.8500 with the 192 px
+//! detector). With the classifier at 192 px (issue 11's budget) it measures
+//! 0.8750 / 0.8875. The floors below (0.80 / 0.85) leave room for JPEG decoder
+//! differences, and catch a pipeline or model regression.
 //! Every scene holds a pear, so every one must get a box.
 
 mod common;
@@ -19,8 +20,8 @@ use std::collections::BTreeMap;
 use common::TestServer;
 use serde_json::json;
 
-const MIN_ACCURACY: f64 = 0.75;
-const MIN_NORMAL_VS_DEFECT: f64 = 0.80;
+const MIN_ACCURACY: f64 = 0.80;
+const MIN_NORMAL_VS_DEFECT: f64 = 0.85;
 
 #[test]
 fn heldout_accuracy_through_the_server() {

@@ -10,7 +10,7 @@
 //! full size that would follow. (It was `jpeg-decoder`'s until libjpeg-turbo came in
 //! for the original's models: same scales, its entropy decoding is faster;
 //! `cargo bench --bench jpeg_decode`.)
-//! A 2048×1536 photo with the line models (minimum 374) is decoded at 1/4, 512×384.
+//! A 2048×1536 photo with the line models (minimum 320) is decoded at 1/4, 512×384.
 //!
 //! Whatever the scale, the image keeps its [`DecodeScale`]: the factor and the source
 //! size. The pipeline maps the detector's box back to *source* pixels with it (the
@@ -230,7 +230,9 @@ mod tests {
 
     #[test]
     fn factor_keeps_the_short_side() {
-        // The line photo with the line models' minimum (374): 1536 / 4 = 384.
+        // The line photo with the line models' minimum (320; 374 with a 224 px
+        // classifier): 1536 / 4 = 384.
+        assert_eq!(scale_factor(2048, 1536, 320), 4);
         assert_eq!(scale_factor(2048, 1536, 374), 4);
         // 448 (box of half the short side): 1/2 only.
         assert_eq!(scale_factor(2048, 1536, 448), 2);

@@ -7,7 +7,7 @@
 //! - [`decode`]: image decoding. A JPEG much larger than the models need is decoded
 //!   at 1/2, 1/4 or 1/8 scale in the DCT domain: the smallest scale whose short side
 //!   stays at or above [`Pipeline::min_decode_side`] (computed from the model input
-//!   sizes when the pipeline loads: 374 px for the line models, so a 2048×1536 photo
+//!   sizes when the pipeline loads: 320 px for the line models, so a 2048×1536 photo
 //!   is decoded at 512×384). PNG and small JPEGs are decoded at full size. Boxes are
 //!   always answered in source pixels.
 //! - [`libjpeg`]: JPEG with OpenCV's pixels (libjpeg-turbo, `cv2.imread`'s settings)

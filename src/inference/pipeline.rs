@@ -17,7 +17,7 @@
 //! `max(detector side, ceil(classifier side / MIN_BOX_FRACTION))` so that a pear box of
 //! [`MIN_BOX_FRACTION`] of the short side still has at least the classifier's input in
 //! decoded pixels; without one, the classifier side (the whole image is the crop). The
-//! line models (detector 192, classifier 224) give 374: a 2048×1536 photo is decoded
+//! line models (detector 128, classifier 192) give 320: a 2048×1536 photo is decoded
 //! at 1/4 (512×384), a 480×360 one at full size. Models exported from the Python
 //! original (`tools/export`: detector `pipeline` = `ultralytics_pt` or `crop_box` =
 //! `truncate`, classifier `resize` = `shorter_side`) reproduce its pixels exactly, so

@@ -27,7 +27,7 @@ from lite0 import MEAN, STD, load_backbone, pooled_tail, trunk
 from line_gen import make_line_scene
 from real import dev_photos, paint_defect, pear_box, pear_mask
 
-SIZE = 224
+SIZE = int(os.environ.get("CLS_SIZE", "192"))  # classifier input; CLS_SIZE=224 repeats the runs before session 6
 MARGIN = 0.1
 SEED_SYN = 7100        # generated training scenes for the classifier
 SEED_VAL = 9400        # generated validation scenes (choosing the head's setting; never trained on)

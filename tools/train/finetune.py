@@ -4,7 +4,7 @@
 
 Owns the fine-tuning of the backbone's tail (`lite0.TAIL_PREFIXES`: stages 5-6,
 conv_head, bn2) for the classifier: crops of generated line scenes (true box + 10 %
-margin, 224x224, as `features.py` crops them; `visible_defects` on), classes 0/1/4/6,
+margin, features.SIZE square, as `features.py` crops them; `visible_defects` on), classes 0/1/4/6,
 a temporary 4-way linear layer on the avg+max pooled features. The frozen trunk's
 activations (stem + stages 0-4) are computed once per scene and cached, so an epoch
 runs only the tail. Batch norm keeps its ImageNet statistics (eval mode); its affine

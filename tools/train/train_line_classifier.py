@@ -8,7 +8,7 @@ The recipe (`RECIPE`) is the one `cv.py` judges by leave-one-fruit-out; this scr
 fits it once on everything and exports it. Output: 8 logits, class 0 normal; the line
 has photos of classes 1, 4 and 6 only, so classes 2, 3, 5, 7 get a fixed -30 logit
 (never answered). Input: the detector's box widened by 10 % on each side
-(`crop_margin` metadata), resized straight to 224x224, ImageNet mean/std.
+(`crop_margin` metadata), resized straight to features.SIZE (192; 224 before session 6), ImageNet mean/std.
 With `--backbone` the Lite0 tail is the fine-tuned one of `finetune.py` (the features in
 `--feats` must have been computed with the same tail: `features.py --backbone`); its
 weights are part of the exported graph like the rest of the backbone.
