@@ -16,6 +16,7 @@ SYN=${SYN:-1000}          # generated scenes for the classifier head
 DET_SCENES=${DET_SCENES:-2400}
 DET_EPOCHS=${DET_EPOCHS:-3}
 DET_SIZE=${DET_SIZE:-128}  # detector input side: 128 keeps detector + classifier inside 15 ms on one core (models/README.md)
+export CLS_SIZE=${CLS_SIZE:-192}  # classifier input side (features.py); 224 was shipped before session 6
 FINETUNE=${FINETUNE:-0}   # 1: fine-tune the Lite0 tail on generated scenes first (finetune.py; not shipped)
 FT_SCENES=${FT_SCENES:-3000}
 FT_EPOCHS=${FT_EPOCHS:-4}
