@@ -105,6 +105,11 @@ def lofo(F, mode, feats, use_paint, use_syn, C, syn_weight=1.0, real="real", tes
     return pn
 
 
+def normal_vs_defect(y, pn, th=0.5):
+    """Share of images whose normal/defect answer at threshold `th` is right."""
+    return float(np.mean((pn < th) == (y != 0)))
+
+
 def figures(y, pn, th):
     d = y != 0
     nd = pn < th

@@ -31,21 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cv import figures, fit, p_normal_all, training_set
+from cv import figures, fit, normal_vs_defect, p_normal_all, training_set
+from features import tail_feats
 from finetune import build_cache, class_index
-from lite0 import load_backbone, pooled_tail, tail_state
+from lite0 import SPLIT, load_backbone, pooled_tail, tail_state
 from line_gen import LINE_CLASSES
 from train_line_classifier import RECIPE
 
-START = 5  # first trained block: stages 5-6, conv_head, bn2 (finetune.py's best setting)
-
-
-def feats_of(model, acts):
-    out = []
-    with torch.no_grad():
-        for k in range(0, len(acts), 128):
-            out.append(pooled_tail(model, torch.from_numpy(acts[k:k + 128]), START).numpy())
-    return np.concatenate(out)
+START = SPLIT  # first trained block: stages 5-6, conv_head, bn2 (finetune.py's best setting)
 
 
 def tune(gen_a, gen_y, real_a, real_y, a, seed):
@@ -95,26 +88,26 @@ def tune(gen_a, gen_y, real_a, real_y, a, seed):
 
 def fc_p_normal(model, fc, acts):
     with torch.no_grad():
-        return fc(torch.from_numpy(feats_of(model, acts))).softmax(1)[:, 0].numpy()
+        return fc(torch.from_numpy(tail_feats(model, acts))).softmax(1)[:, 0].numpy()
 
 
 def head_p_normal(model, T, exclude, tests):
     """The shipped head recipe on this tail's features, fitted without `exclude`."""
     Fd = {k: T[k] for k in ("labels", "real_i", "paint_i", "paint_y", "syn_y")}
     for k in ("real_c", "paint_c", "syn_c"):
-        Fd[k] = feats_of(model, T[f"act_{k}"])
+        Fd[k] = tail_feats(model, T[f"act_{k}"])
     X, Y, W = training_set(Fd, exclude, RECIPE["mode"], RECIPE["feats"], RECIPE["use_paint"], RECIPE["use_syn"])
     head = fit(X, Y, RECIPE["C"], W, RECIPE["kind"])
-    return [p_normal_all(head, feats_of(model, t)) for t in tests]
+    return [p_normal_all(head, tail_feats(model, t)) for t in tests]
 
 
 def background_p_normal(model, T, held):
     """The shortcut check with this fold's tail: the same head recipe on frames with the
     pear blacked out (features.py's bg views), fitted without `held`."""
-    Fd = {"labels": T["labels"], "real_i": T["real_i"], "bg_w": feats_of(model, T["act_bg_w"])}
+    Fd = {"labels": T["labels"], "real_i": T["real_i"], "bg_w": tail_feats(model, T["act_bg_w"])}
     X, Y, W = training_set(Fd, held, "w", RECIPE["feats"], False, False, real="bg")
     head = fit(X, Y, RECIPE["C"], W, RECIPE["kind"])
-    return p_normal_all(head, feats_of(model, T["act_bgtest_w"][held]))
+    return p_normal_all(head, tail_feats(model, T["act_bgtest_w"][held]))
 
 
 def main():
@@ -165,8 +158,8 @@ def main():
         vals = (("val9400_visible", C["valv_a"], C["valv_y"]), ("val9400_plain", C["valp_a"], C["valp_y"]))
         ph = head_p_normal(model, T, [], [v[1] for v in vals])
         for (name, acts, y), p in zip(vals, ph):
-            nvd_h = float(np.mean((p < 0.5) == (y != 0)))
-            nvd_f = float(np.mean((fc_p_normal(model, fc, acts) < 0.5) == (y != 0)))
+            nvd_h = normal_vs_defect(y, p)
+            nvd_f = normal_vs_defect(y, fc_p_normal(model, fc, acts))
             print(f"{name}: head nvd {nvd_h:.3f}, fc nvd {nvd_f:.3f}", flush=True)
             res[name] = {"head": nvd_h, "fc": nvd_f}
         if a.out:

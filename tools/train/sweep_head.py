@@ -16,14 +16,14 @@ import sys
 
 import numpy as np
 
-from cv import figures, fit, lofo, p_normal_all, training_set
+from cv import figures, fit, lofo, normal_vs_defect, p_normal_all, training_set
 
 
 def val_nvd(F, head, th=0.5):
     X, Y, W = training_set(F, [], "c", "avgmax", True, True, head.get("syn_weight", 1.0))
     model = fit(X, Y, head["C"], W, kind=head.get("kind", "linear"))
     pn = p_normal_all(model, F["val_c"])
-    return float(np.mean((pn < th) == (F["val_y"] != 0)))
+    return normal_vs_defect(F["val_y"], pn, th)
 
 
 HEADS = [dict(kind="linear", C=C) for C in (0.05, 0.2, 1.0)] + \
@@ -34,7 +34,7 @@ def generated_only(F, C):
     """Validation normal-vs-defect of a linear head fitted on the generated scenes only."""
     model = fit(F["syn_c"], F["syn_y"], C)
     pn = p_normal_all(model, F["val_c"])
-    return float(np.mean((pn < 0.5) == (F["val_y"] != 0)))
+    return normal_vs_defect(F["val_y"], pn)
 
 
 if __name__ == "__main__":
